@@ -1,0 +1,177 @@
+"""The `sparsecircuits` command. Bad input ends in one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from sparsecircuits.errors import UserError
+
+# CLI flag -> (config, field): which dataclass field a training flag overrides.
+TRAIN_FLAGS = {
+    "density": ("train", "density"),
+    "afrac": ("model", "afrac"),
+    "steps": ("train", "steps"),
+    "seed": ("train", "seed"),
+    "data": ("train", "data"),
+    "data_glob": ("train", "data_glob"),
+    "device": ("train", "device"),
+    "lr": ("train", "lr"),
+    "batch_size": ("train", "batch_size"),
+    "anneal_end": ("train", "anneal_end"),
+    "vocab_size": ("train", "vocab_size"),
+    "eval_every": ("train", "eval_every"),
+    "checkpoint_every": ("train", "checkpoint_every"),
+    "n_layer": ("model", "n_layer"),
+    "d_model": ("model", "d_model"),
+    "n_ctx": ("model", "n_ctx"),
+    "d_head": ("model", "d_head"),
+    "learned_positions": ("model", "learned_positions"),
+    "bigram_table": ("model", "bigram_table"),
+    "attention_sink": ("model", "attention_sink"),
+}
+# Flags that may differ on --resume without changing what is trained.
+RESUME_MAY_CHANGE = {"device", "eval_every", "checkpoint_every"}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sparsecircuits")
+def cli() -> None:
+    """Train weight-sparse transformers on Python code and read their circuits."""
+
+
+@cli.command()
+@click.option("--preset", default=None, help="tiny, small or paper (default small).")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Run directory (checkpoints, metrics, plots).",
+)
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
+@click.option("--density", type=float, help="Kept fraction of weights, e.g. 0.0625; 1 = dense.")
+@click.option("--afrac", type=float, help="AbsTopK activation kept fraction (default: off).")
+@click.option("--steps", type=int, help="Optimizer steps.")
+@click.option("--tokens", type=int, help="Token budget (sets --steps).")
+@click.option("--seed", type=int)
+@click.option("--data", help="stdlib (default), a directory, a .txt/.jsonl file, or hf:NAME.")
+@click.option("--data-glob", help="File pattern inside a --data directory (default **/*.py).")
+@click.option("--device", help="cpu or cuda (bf16 autocast).")
+@click.option("--lr", type=float, help="Peak learning rate.")
+@click.option("--batch-size", type=int, help="Sequences per step (over all processes).")
+@click.option("--anneal-end", type=float, help="Fraction of training spent annealing L0.")
+@click.option("--vocab-size", type=int, help="BPE vocabulary size.")
+@click.option("--eval-every", type=int, help="Steps between validation losses.")
+@click.option("--checkpoint-every", type=int, help="Steps between checkpoints.")
+@click.option("--n-layer", type=int)
+@click.option("--d-model", type=int)
+@click.option("--n-ctx", type=int)
+@click.option("--d-head", type=int)
+@click.option("--learned-positions/--no-learned-positions", default=None)
+@click.option("--bigram-table/--no-bigram-table", default=None)
+@click.option("--attention-sink/--no-attention-sink", default=None)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(
+    preset: str | None, out: Path, resume: bool, tokens: int | None, quiet: bool, **flags: object
+) -> None:
+    """Train a weight-sparse (or, with --density 1, dense) GPT."""
+    from sparsecircuits.train import train as run_training
+
+    model_config, train_config = build_train_configs(preset, out, resume, tokens, flags)
+    result = run_training(model_config, train_config, out, resume=resume, progress=not quiet)
+    click.echo(
+        f"trained {result.steps} steps ({result.tokens:,} tokens) into {out}: "
+        f"validation loss {result.val_loss:.4f} nats/token, {result.tokens_per_second:,.0f} "
+        f"tokens/s, {result.seconds:.0f} s"
+    )
+
+
+def build_train_configs(
+    preset: str | None, out: Path, resume: bool, tokens: int | None, flags: dict
+) -> tuple:
+    """Preset + flags for a new run; the saved configs (checked against flags) on --resume."""
+    from sparsecircuits.model import GPTConfig
+    from sparsecircuits.train import TrainConfig, preset_configs, resolve_checkpoint
+    from sparsecircuits.train.checkpoint import read_json
+
+    if resume:
+        saved = read_json(resolve_checkpoint(out) / "config.json")
+        configs = {"model": saved["model"], "train": saved["train"]}
+        if preset is not None and preset != configs["train"].get("preset"):
+            raise UserError(
+                f"config mismatch on --resume: preset was "
+                f"{configs['train'].get('preset')}, now {preset}"
+            )
+    else:
+        model_config, train_config = preset_configs(preset or "small")
+        configs = {"model": model_config.to_dict(), "train": train_config.to_dict()}
+    if tokens is not None:
+        batch = flags.get("batch_size") or configs["train"]["batch_size"]
+        n_ctx = flags.get("n_ctx") or configs["model"]["n_ctx"]
+        flags["steps"] = -(-tokens // (batch * n_ctx))
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        section, field = TRAIN_FLAGS[flag]
+        current = configs[section][field]
+        if resume and flag not in RESUME_MAY_CHANGE and current != value:
+            raise UserError(f"config mismatch on --resume: {flag} was {current}, now {value}")
+        configs[section][field] = value
+    if flags.get("d_model") is not None and not resume:
+        configs["model"]["d_mlp"] = 0  # follow the new width: 4 * d_model
+    return GPTConfig.from_dict(configs["model"]), TrainConfig.from_dict(configs["train"])
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(run: Path, as_json: bool) -> None:
+    """Sizes, density and loss of a trained run or checkpoint."""
+    from sparsecircuits.train import load_run
+    from sparsecircuits.train.summary import summarize_run
+
+    summary = summarize_run(load_run(run))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    model = summary["config"]["model"]
+    val = summary["val_loss"]
+    click.echo(f"checkpoint      {summary['path']}")
+    click.echo(
+        f"shape           {model['n_layer']} layers, d_model {model['d_model']}, "
+        f"n_ctx {model['n_ctx']}, vocab {model['vocab_size']}"
+    )
+    click.echo(
+        f"parameters      {summary['total_params']:,} total, {summary['nonzero_params']:,} nonzero"
+    )
+    click.echo(
+        f"density         {summary['density']:.4f} of {summary['sparsified_params']:,} "
+        "sparsified parameters are nonzero"
+    )
+    for kind, density in summary["density_by_kind"].items():
+        click.echo(f"  {kind:<22}{density:.4f}")
+    click.echo(f"validation loss {val:.4f} nats/token" if val is not None else "validation loss -")
+    click.echo(
+        f"trained         {summary['tokens_trained'] or 0:,} tokens ({summary['steps'] or 0} steps)"
+    )
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except UserError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        click.echo(f"error: {error.format_message()}", err=True)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; the last complete checkpoint is kept", err=True)
+        sys.exit(130)

@@ -1,0 +1,31 @@
+"""Data: corpora, the BPE tokenizer, on-disk token caches and training/validation batches.
+
+Owns everything between "a corpus spec" and "tensors of token ids": reading documents
+(corpus.py), byte-level BPE (tokenizer.py), and cached uint16 token streams with batch sampling
+(tokens.py). It is the first stage of the pipeline, so it imports nothing from other
+sparsecircuits packages except `sparsecircuits.errors`.
+"""
+
+from sparsecircuits.data.corpus import Corpus, Document, is_validation, open_corpus
+from sparsecircuits.data.tokenizer import EOT, CodeTokenizer
+from sparsecircuits.data.tokens import (
+    TokenizedCorpus,
+    default_cache_root,
+    prepare_data,
+    sample_batch,
+    validation_batches,
+)
+
+__all__ = [
+    "EOT",
+    "CodeTokenizer",
+    "Corpus",
+    "Document",
+    "TokenizedCorpus",
+    "default_cache_root",
+    "is_validation",
+    "open_corpus",
+    "prepare_data",
+    "sample_batch",
+    "validation_batches",
+]

@@ -1,0 +1,241 @@
+"""The one GPT: trained, analysed and pruned through the same forward pass.
+
+Pre-norm GPT-2 style with RMSNorm, untied embeddings, GELU MLP and small heads (spec
+section 1). Every intermediate value an analysis may need passes through a named HookPoint;
+the table of names is in docs/hooks.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparsecircuits.model.config import GPTConfig
+from sparsecircuits.model.hooks import HookedModule, HookPoint
+
+
+def abs_topk(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k entries of largest magnitude along the last axis, zero the rest."""
+    if k >= x.shape[-1]:
+        return x
+    kept = x.abs().topk(k, dim=-1).indices
+    return torch.zeros_like(x).scatter(-1, kept, x.gather(-1, kept))
+
+
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy in nats, computed in float32 whatever the autocast dtype."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+
+
+class ActivationSparsity(nn.Module):
+    """AbsTopK at one site; the identity when the model has no activation sparsity."""
+
+    def __init__(self, afrac: float | None, width: int) -> None:
+        super().__init__()
+        self.k = width if afrac is None else max(1, int(afrac * width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return abs_topk(x, self.k)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, width: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.n_head, self.d_head = config.n_head, config.d_head
+        # Separate q/k/v projections so every channel is its own prunable, sparsifiable row.
+        self.q_proj, self.k_proj, self.v_proj = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.out_proj = nn.Linear(d, d)
+        self.sink_logit = nn.Parameter(torch.zeros(self.n_head)) if config.attention_sink else None
+        self.sparsify_q, self.sparsify_k, self.sparsify_v = (
+            ActivationSparsity(config.afrac, d) for _ in range(3)
+        )
+        self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
+        self.hook_pattern = HookPoint()  # [batch, head, query, key]
+        self.hook_z = HookPoint()  # per-head mixed values [batch, pos, head, d_head]
+        self.hook_result = HookPoint()  # per-head output [batch, pos, head, d_model]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, n_pos, _ = x.shape
+        split = (batch, n_pos, self.n_head, self.d_head)
+        q = self.hook_q(self.sparsify_q(self.q_proj(x)).view(split))
+        k = self.hook_k(self.sparsify_k(self.k_proj(x)).view(split))
+        v = self.hook_v(self.sparsify_v(self.v_proj(x)).view(split))
+        z = self.hook_z(self.mix_values(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)))
+        if not self.hook_result.active:
+            return self.out_proj(z.reshape(batch, n_pos, -1))
+        # Per-head outputs cost a d_model-wide tensor per head: build them only when asked.
+        weight = self.out_proj.weight.view(-1, self.n_head, self.d_head)
+        result = self.hook_result(torch.einsum("bphd,ohd->bpho", z, weight))
+        return result.sum(dim=2) + self.out_proj.bias
+
+    def mix_values(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Causal attention of [batch, head, pos, d_head] inputs, returned as [b, pos, h, d]."""
+        if self.hook_pattern.active:
+            z = self.hook_pattern(self.pattern(q, k)) @ v
+        elif self.sink_logit is None:
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            # The sink is a zero key and zero value every query sees, with a learned logit.
+            n_pos = q.shape[2]
+            zeros = q.new_zeros(q.shape[0], self.n_head, 1, self.d_head)
+            mask = q.new_full((n_pos, n_pos + 1), float("-inf")).triu(1)
+            mask = mask.expand(self.n_head, -1, -1).clone()
+            mask[:, :, -1] = self.sink_logit.view(-1, 1)
+            k, v = torch.cat([k, zeros], dim=2), torch.cat([v, zeros], dim=2)
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(0))
+        return z.transpose(1, 2)
+
+    def pattern(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        n_pos = q.shape[2]
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.d_head)
+        causal = torch.ones(n_pos, n_pos, dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill(~causal, float("-inf"))
+        if self.sink_logit is None:
+            return scores.softmax(dim=-1)
+        sink = self.sink_logit.view(1, -1, 1, 1).expand(*scores.shape[:3], 1)
+        return torch.cat([scores, sink.to(scores.dtype)], dim=-1).softmax(dim=-1)[..., :-1]
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.d_model, config.d_mlp)
+        self.proj = nn.Linear(config.d_mlp, config.d_model)
+        self.sparsify_neurons = ActivationSparsity(config.afrac, config.d_mlp)
+        self.hook_pre = HookPoint()
+        self.hook_post = HookPoint()  # the neurons, after GELU (and AbsTopK)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        neurons = self.hook_post(self.sparsify_neurons(F.gelu(self.hook_pre(self.fc(x)))))
+        return self.proj(neurons)
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.norm_attn, self.norm_mlp = RMSNorm(d, config.rms_eps), RMSNorm(d, config.rms_eps)
+        self.attn, self.mlp = Attention(config), MLP(config)
+        (
+            self.sparsify_attn_in,
+            self.sparsify_attn_out,
+            self.sparsify_mlp_in,
+            self.sparsify_mlp_out,
+        ) = (ActivationSparsity(config.afrac, d) for _ in range(4))
+        self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = (
+            HookPoint() for _ in range(3)
+        )
+        self.hook_attn_in, self.hook_attn_out = HookPoint(), HookPoint()
+        self.hook_mlp_in, self.hook_mlp_out = HookPoint(), HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.hook_resid_pre(x)
+        attn_in = self.hook_attn_in(self.sparsify_attn_in(self.norm_attn(x)))
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.sparsify_attn_out(self.attn(attn_in))))
+        mlp_in = self.hook_mlp_in(self.sparsify_mlp_in(self.norm_mlp(x)))
+        return self.hook_resid_post(x + self.hook_mlp_out(self.sparsify_mlp_out(self.mlp(mlp_in))))
+
+
+class GPT(HookedModule):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.d_model)
+        self.wpe = nn.Embedding(config.n_ctx, config.d_model) if config.learned_positions else None
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.norm_final = RMSNorm(config.d_model, config.rms_eps)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size)
+        self.bigram = (
+            nn.Embedding(config.vocab_size, config.vocab_size) if config.bigram_table else None
+        )
+        self.hook_embed = HookPoint()
+        self.hook_pos_embed = HookPoint() if config.learned_positions else None
+        self.hook_final_norm, self.hook_logits = HookPoint(), HookPoint()
+        self.reset_parameters()
+        self.setup_hook_points()
+
+    def reset_parameters(self) -> None:
+        # GPT-2 initialisation; residual writers shrink with depth so the stream stays O(1).
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for name, param in self.named_parameters():
+            if name.endswith("bias") or name.endswith("sink_logit"):
+                nn.init.zeros_(param)
+            elif "norm" in name:
+                nn.init.ones_(param)
+            elif name == "bigram.weight":
+                nn.init.zeros_(param)
+            elif name.endswith(("out_proj.weight", "mlp.proj.weight")):
+                nn.init.normal_(param, std=residual_std)
+            else:
+                nn.init.normal_(param, std=0.02)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits [batch, pos, vocab] for token ids [batch, pos]."""
+        n_pos = tokens.shape[1]
+        if n_pos > self.config.n_ctx:
+            raise ValueError(f"sequence of {n_pos} tokens exceeds n_ctx {self.config.n_ctx}")
+        x = self.hook_embed(self.wte(tokens))
+        if self.wpe is not None:
+            x = x + self.hook_pos_embed(self.wpe(torch.arange(n_pos, device=tokens.device)))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.hook_final_norm(self.norm_final(x)))
+        if self.bigram is not None:
+            logits = logits + self.bigram(tokens)
+        return self.hook_logits(logits)
+
+    def loss(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy (nats) of the model on `tokens`."""
+        return next_token_loss(self(tokens), targets)
+
+    def run_with_cache(
+        self, tokens: torch.Tensor, names: str | list[str] = "*"
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits and the activations named (globs allowed); cache only what you need."""
+        with self.cache(names) as store:
+            logits = self(tokens)
+        return logits, store
+
+    @torch.no_grad()
+    def generate(self, tokens: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Greedy continuation of a [batch, pos] prompt."""
+        for _ in range(max_new_tokens):
+            window = tokens[:, -self.config.n_ctx :]
+            next_token = self(window)[:, -1].argmax(dim=-1, keepdim=True)
+            tokens = torch.cat([tokens, next_token], dim=1)
+        return tokens
+
+    def weight_sparsity_groups(self) -> list[tuple[str, nn.Parameter, str | None]]:
+        """Parameters that weight sparsity prunes, with the axis that keeps >= 4 per neuron.
+
+        "rows": every output channel keeps its strongest inputs (q/k/v, MLP input);
+        "cols": every input channel keeps its strongest outputs (attention and MLP outputs).
+        Norm gains, the bigram table and attention sinks stay dense.
+        """
+        groups = []
+        for name, param in self.named_parameters():
+            if "norm" in name or name.startswith("bigram") or name.endswith("sink_logit"):
+                continue
+            rule = None
+            if param.dim() == 2 and name.endswith(
+                ("q_proj.weight", "k_proj.weight", "v_proj.weight", "fc.weight")
+            ):
+                rule = "rows"
+            elif param.dim() == 2 and name.endswith(("out_proj.weight", "mlp.proj.weight")):
+                rule = "cols"
+            groups.append((name, param, rule))
+        return groups

@@ -1,0 +1,115 @@
+"""Named hook points: read or replace any activation during an ordinary forward pass.
+
+A `HookPoint` is an identity module placed where an analysis may want to look. With no
+function attached it costs one Python call; attached functions may return a replacement
+tensor. Everything downstream (caching, patching, lenses, pruning, SAEs) goes through these,
+so there is exactly one forward pass in the project.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+import torch
+from torch import nn
+
+HookFn = Callable[[torch.Tensor, "HookPoint"], torch.Tensor | None]
+
+
+class HookPoint(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = ""
+        self.fns: list[HookFn] = []
+
+    @property
+    def active(self) -> bool:
+        return bool(self.fns)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for fn in self.fns:
+            replacement = fn(x, self)
+            if replacement is not None:
+                x = replacement
+        return x
+
+
+class ActivationCache(dict[str, torch.Tensor]):
+    """Activations by hook name, filled during the forward passes run inside `cache()`."""
+
+    def stacked(self, pattern: str) -> torch.Tensor:
+        """Stack every cached activation whose name matches `pattern`, in layer order."""
+        names = [name for name in self if fnmatch.fnmatchcase(name, pattern)]
+        if not names:
+            raise KeyError(f"no cached activation matches {pattern!r}")
+        return torch.stack([self[name] for name in names])
+
+
+class HookedModule(nn.Module):
+    """Gives a module a table of its hook points and context managers to use them."""
+
+    def setup_hook_points(self) -> None:
+        """Call at the end of __init__: names every HookPoint after its module path."""
+        self._hook_points: dict[str, HookPoint] = {}
+        for name, module in self.named_modules():
+            if isinstance(module, HookPoint):
+                module.name = name
+                self._hook_points[name] = module
+
+    @property
+    def hook_names(self) -> list[str]:
+        return list(self._hook_points)
+
+    def resolve_hook_names(self, patterns: str | Iterable[str]) -> list[str]:
+        """Expand names and shell-style globs (`blocks.*.hook_resid_post`) to hook names."""
+        if isinstance(patterns, str):
+            patterns = [patterns]
+        resolved: list[str] = []
+        for pattern in patterns:
+            matches = [name for name in self._hook_points if fnmatch.fnmatchcase(name, pattern)]
+            if not matches:
+                raise KeyError(f"no hook point matches {pattern!r}; see model.hook_names")
+            resolved.extend(name for name in matches if name not in resolved)
+        return resolved
+
+    @contextmanager
+    def hooks(self, pairs: Iterable[tuple[str, HookFn]]) -> Iterator[None]:
+        """Attach `fn` to every hook point matching each name or glob, for the `with` block.
+
+        A function receives (activation, hook_point) and may return a replacement tensor.
+        """
+        attached: list[tuple[HookPoint, HookFn]] = []
+        try:
+            for pattern, fn in pairs:
+                for name in self.resolve_hook_names(pattern):
+                    point = self._hook_points[name]
+                    point.fns.append(fn)
+                    attached.append((point, fn))
+            yield
+        finally:
+            for point, fn in attached:
+                point.fns.remove(fn)
+
+    @contextmanager
+    def cache(
+        self, names: str | Iterable[str], *, detach: bool = True, device: str | None = None
+    ) -> Iterator[ActivationCache]:
+        """Record only the named activations (globs allowed) of forward passes in the block.
+
+        With `detach=False` the cached tensors stay in the autograd graph (attribution
+        patching needs their gradients).
+        """
+        store = ActivationCache()
+
+        def record(x: torch.Tensor, point: HookPoint) -> None:
+            value = x.detach() if detach else x
+            store[point.name] = value.to(device) if device else value
+
+        with self.hooks((name, record) for name in self.resolve_hook_names(names)):
+            yield store
+
+    def edit(self, edits: dict[str, HookFn]) -> AbstractContextManager[None]:
+        """Replace or modify activations: `{name_or_glob: fn(activation, hook) -> tensor}`."""
+        return self.hooks(edits.items())

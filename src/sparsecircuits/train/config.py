@@ -1,0 +1,107 @@
+"""What a training run does, and the named presets that fill it in."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+from sparsecircuits.errors import UserError
+from sparsecircuits.model import GPTConfig
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "custom"
+    data: str = "stdlib"
+    data_glob: str = "**/*.py"
+    vocab_size: int = 2048
+    seed: int = 0
+    batch_size: int = 32
+    steps: int = 1000
+    lr: float = 3e-3
+    density: float = 1 / 16  # kept fraction of every sparsified tensor at the end of annealing
+    anneal_end: float = 0.5  # fraction of training over which the kept fraction reaches it
+    min_per_neuron: int = 4
+    warmup_frac: float = 0.01
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    adam_eps: float = 0.1  # the paper's unusually large eps, on purpose
+    grad_rms: float = 1.0  # gradients are rescaled to this RMS before every step
+    eval_every: int = 200
+    eval_tokens: int = 65536
+    checkpoint_every: int = 200
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.density <= 1:
+            raise UserError(f"density must be in (0, 1], got {self.density}")
+        if self.steps < 1:
+            raise UserError(f"steps must be at least 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise UserError(f"batch size must be at least 1, got {self.batch_size}")
+
+    @property
+    def sparse(self) -> bool:
+        return self.density < 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+@dataclass(frozen=True)
+class Preset:
+    description: str
+    model: GPTConfig
+    train: TrainConfig
+
+
+PRESETS = {
+    "tiny": Preset(
+        "tests and smoke runs: seconds on a CPU",
+        GPTConfig(n_layer=2, d_model=32, n_ctx=64, vocab_size=512),
+        TrainConfig(
+            vocab_size=512,
+            batch_size=8,
+            steps=80,
+            eval_every=40,
+            eval_tokens=4096,
+            checkpoint_every=40,
+            lr=1e-2,
+        ),
+    ),
+    "small": Preset(
+        "4 layers, d_model 128, ctx 256: simple Python tasks after 15-30 minutes on 2 cores",
+        GPTConfig(n_layer=4, d_model=128, n_ctx=256),
+        TrainConfig(batch_size=32, steps=2000, lr=3e-3),
+    ),
+    "paper": Preset(
+        "the paper's smallest: 8 layers, d_model 256, ctx 256; meant for a GPU",
+        GPTConfig(n_layer=8, d_model=256, n_ctx=256),
+        TrainConfig(
+            batch_size=64,
+            steps=20000,
+            lr=3e-3,
+            eval_every=1000,
+            checkpoint_every=1000,
+            device="cuda",
+        ),
+    ),
+}
+
+
+def preset_configs(name: str) -> tuple[GPTConfig, TrainConfig]:
+    """Fresh copies of a preset's model and training configs."""
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+    preset = PRESETS[name]
+    return replace(preset.model), replace(preset.train, preset=name)
+
+
+def steps_for_tokens(tokens: int, batch_size: int, n_ctx: int) -> int:
+    return max(1, math.ceil(tokens / (batch_size * n_ctx)))

@@ -1,0 +1,50 @@
+"""Plots of a run's metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_loss_curve(metrics_path: Path, out_path: Path) -> Path:
+    """Training and validation loss against tokens, with the kept fraction on a second axis."""
+    records = read_metrics(metrics_path)
+    fig, loss_axis = plt.subplots(figsize=(7, 4), dpi=110)
+    tokens = [r["tokens"] / 1e6 for r in records]
+    loss_axis.plot(tokens, [r["loss"] for r in records], lw=0.8, alpha=0.6, label="train loss")
+    evals = [r for r in records if r.get("val_loss") is not None]
+    loss_axis.plot(
+        [r["tokens"] / 1e6 for r in evals],
+        [r["val_loss"] for r in evals],
+        "o-",
+        color="C3",
+        label="validation loss",
+    )
+    loss_axis.set_xlabel("tokens trained (millions)")
+    loss_axis.set_ylabel("cross-entropy (nats/token)")
+    density_axis = loss_axis.twinx()
+    density_axis.plot(
+        tokens, [r["density"] for r in records], color="C2", lw=1, ls="--", label="kept fraction"
+    )
+    density_axis.set_yscale("log")
+    density_axis.set_ylabel("kept fraction of weights")
+    lines = loss_axis.get_legend_handles_labels()
+    more = density_axis.get_legend_handles_labels()
+    loss_axis.legend(lines[0] + more[0], lines[1] + more[1], loc="upper right")
+    fig.tight_layout()
+    temporary = out_path.with_name(f".{out_path.stem}.tmp.png")
+    fig.savefig(temporary)
+    plt.close(fig)
+    temporary.replace(out_path)
+    return out_path

@@ -1,0 +1,304 @@
+"""The training loop: a flat loop you can read in one sitting (spec section 2).
+
+Each step: sample a batch, forward and backward, rescale the gradient to RMS 1, AdamW with the
+sharkfin learning rate, then project every sparsified tensor onto its kept fraction. Batches
+are drawn from a generator seeded by (seed, step, rank), so `--resume` replays the exact run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from sparsecircuits.data import TokenizedCorpus, prepare_data, sample_batch, validation_batches
+from sparsecircuits.errors import UserError
+from sparsecircuits.model import GPT, GPTConfig, next_token_loss
+from sparsecircuits.train import distributed
+from sparsecircuits.train.checkpoint import (
+    latest_name,
+    load_optimizer_state,
+    load_run,
+    save_checkpoint,
+)
+from sparsecircuits.train.config import TrainConfig
+from sparsecircuits.train.plots import plot_loss_curve
+from sparsecircuits.train.schedules import kept_fraction, sharkfin_learning_rate
+from sparsecircuits.train.weight_sparsity import project_to_density
+
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    tokens: int
+    val_loss: float
+    tokens_per_second: float
+    seconds: float
+
+
+def train(
+    model_config: GPTConfig,
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    group = distributed.start(config.device)
+    try:
+        return _train(model_config, config, Path(run_dir), group, resume, progress)
+    finally:
+        distributed.finish(group)
+
+
+def _train(
+    model_config: GPTConfig,
+    config: TrainConfig,
+    run_dir: Path,
+    group: distributed.ProcessGroup,
+    resume: bool,
+    progress: bool,
+) -> TrainResult:
+    device = select_device(config.device, group)
+    if config.batch_size % group.world_size:
+        raise UserError(f"batch size {config.batch_size} does not split over {group.world_size}")
+    per_rank_batch = config.batch_size // group.world_size
+
+    if not resume and latest_name(run_dir) is not None:
+        raise UserError(f"{run_dir} already holds a run: pass --resume, or choose another --out")
+    previous = load_run(run_dir) if resume else None
+    corpus = load_corpus(config, previous, group, progress)
+    model_config.vocab_size = corpus.tokenizer.vocab_size
+    torch.manual_seed(config.seed)
+    model = GPT(model_config).to(device)
+    optimizer = build_optimizer(model, config)
+    start_step = 0
+    if previous is not None:
+        model.load_state_dict(previous.model.state_dict())
+        load_optimizer_state(previous.path, optimizer)
+        start_step = previous.state["step"]
+    ddp_model = (
+        DistributedDataParallel(
+            model, device_ids=[group.local_rank] if device.type == "cuda" else None
+        )
+        if group.distributed
+        else model
+    )
+    run_config = {
+        "model": model_config.to_dict(),
+        "train": config.to_dict(),
+        "data": {
+            "description": corpus.description,
+            "train_tokens": int(len(corpus.train)),
+            "val_tokens": int(len(corpus.val)),
+            "skipped_files": corpus.skipped_files,
+        },
+    }
+    if group.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        keep_metrics_before(run_dir / METRICS, start_step)
+    eval_set = validation_batches(
+        corpus.val, per_rank_batch, model_config.n_ctx, config.eval_tokens
+    )
+    tokens_per_step = config.batch_size * model_config.n_ctx
+    generator = torch.Generator()
+    bar = tqdm(
+        total=config.steps,
+        initial=start_step,
+        unit="step",
+        disable=not (progress and group.is_main),
+        dynamic_ncols=True,
+        mininterval=1.0 if sys.stderr.isatty() else 15.0,
+        file=sys.stderr,
+    )
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    val_loss, speed, started = math.nan, 0.0, time.perf_counter()
+    state = dict(previous.state) if previous else {"step": 0}
+    for step in range(start_step, config.steps):
+        step_started = time.perf_counter()
+        density = kept_fraction(step, config.steps, config.density, config.anneal_end)
+        lr = sharkfin_learning_rate(
+            step, config.steps, config.lr, config.density, density, config.warmup_frac
+        )
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = lr
+        generator.manual_seed(config.seed * 1_000_003 + step * 7919 + group.rank)
+        inputs, targets = sample_batch(corpus.train, per_rank_batch, model_config.n_ctx, generator)
+        inputs, targets = inputs.to(device), targets.to(device)
+        with autocast:
+            loss = next_token_loss(ddp_model(inputs), targets)
+        loss_value = mean_over_ranks(loss.detach(), group)
+        if not math.isfinite(loss_value):
+            bar.close()
+            kept = latest_name(run_dir) or "none was written yet"
+            raise UserError(
+                f"loss became {loss_value} at step {step}; stopped, the last good checkpoint "
+                f"is kept ({kept}). Try a lower --lr."
+            )
+        loss.backward()
+        rescale_gradients(model, config.grad_rms)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        project_to_density(model, density, config.min_per_neuron)
+
+        elapsed = time.perf_counter() - step_started
+        speed = (
+            tokens_per_step / elapsed
+            if speed == 0
+            else 0.9 * speed + 0.1 * tokens_per_step / elapsed
+        )
+        done = step + 1
+        record = {
+            "step": done,
+            "tokens": done * tokens_per_step,
+            "loss": loss_value,
+            "lr": lr,
+            "density": density,
+            "tokens_per_second": speed,
+        }
+        if done % config.eval_every == 0 or done == config.steps:
+            val_loss = evaluate(model, eval_set, device) if group.is_main else math.nan
+            record["val_loss"] = val_loss
+        state = {
+            "step": done,
+            "tokens": done * tokens_per_step,
+            "train_loss": loss_value,
+            "val_loss": val_loss,
+            "density": density,
+        }
+        if group.is_main:
+            append_jsonl(run_dir / METRICS, record)
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                save_checkpoint(run_dir, model, corpus.tokenizer, run_config, state, optimizer)
+        bar.set_postfix(
+            loss=f"{loss_value:.3f}",
+            val=f"{val_loss:.3f}",
+            tok_s=f"{speed:,.0f}",
+            density=f"{density:.4f}",
+            refresh=False,
+        )
+        bar.update(1)
+    bar.close()
+    if group.is_main:
+        plot_loss_curve(run_dir / METRICS, run_dir / "loss.png")
+    return TrainResult(
+        run_dir,
+        state["step"],
+        state.get("tokens", 0),
+        state.get("val_loss", val_loss),
+        speed,
+        time.perf_counter() - started,
+    )
+
+
+def select_device(name: str, group: distributed.ProcessGroup) -> torch.device:
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for but no CUDA GPU is available")
+        return torch.device("cuda", group.local_rank)
+    if name != "cpu":
+        raise UserError(f"unknown device {name!r} (use cpu or cuda)")
+    if group.distributed:
+        # Processes share the cores: give each its slice instead of oversubscribing.
+        torch.set_num_threads(max(1, (torch.get_num_threads() or 1) // group.world_size))
+    return torch.device("cpu")
+
+
+def load_corpus(
+    config: TrainConfig, previous, group: distributed.ProcessGroup, progress: bool
+) -> TokenizedCorpus:
+    """Rank 0 builds (or finds) the token cache first; the others then reuse it."""
+    tokenizer = previous.tokenizer if previous is not None else None
+    corpus = None
+    if group.is_main:
+        corpus = prepare_data(
+            config.data,
+            vocab_size=config.vocab_size,
+            tokenizer=tokenizer,
+            glob=config.data_glob,
+            progress=progress,
+        )
+    distributed.barrier(group)
+    if corpus is None:
+        corpus = prepare_data(
+            config.data,
+            vocab_size=config.vocab_size,
+            tokenizer=tokenizer,
+            glob=config.data_glob,
+            progress=False,
+        )
+    return corpus
+
+
+def build_optimizer(model: GPT, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with the paper's betas and eps; weight decay on matrices only."""
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW(
+        [
+            {"params": matrices, "weight_decay": config.weight_decay},
+            {"params": vectors, "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+        betas=(config.beta1, config.beta2),
+        eps=config.adam_eps,
+    )
+
+
+@torch.no_grad()
+def rescale_gradients(model: GPT, target_rms: float) -> None:
+    """Normalise the whole gradient to RMS `target_rms` (the paper calls this essential)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    count = sum(g.numel() for g in grads)
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    rms = norm / math.sqrt(count)
+    torch._foreach_mul_(grads, target_rms / rms.clamp_min(1e-12))
+
+
+def mean_over_ranks(value: torch.Tensor, group: distributed.ProcessGroup) -> float:
+    if group.distributed:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= group.world_size
+    return float(value)
+
+
+@torch.no_grad()
+def evaluate(model: GPT, batches: list, device: torch.device) -> float:
+    """Mean validation loss (nats per token) over the fixed validation windows."""
+    total, count = 0.0, 0
+    for inputs, targets in batches:
+        loss = model.loss(inputs.to(device), targets.to(device))
+        total += float(loss) * targets.numel()
+        count += targets.numel()
+    return total / count
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def keep_metrics_before(path: Path, step: int) -> None:
+    """On resume, drop metrics logged after the checkpoint we restart from."""
+    if not path.exists():
+        return
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line)["step"] <= step
+    ]
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("".join(line + "\n" for line in kept))
+    temporary.replace(path)

@@ -1,0 +1,42 @@
+"""Shared fixtures: a small real Python corpus, a private token cache, a trained tiny run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from cli_runner import run_cli
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test (and every CLI subprocess) uses a throwaway token cache."""
+    root = tmp_path_factory.mktemp("cache")
+    os.environ["SPARSECIRCUITS_CACHE"] = str(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few hundred KB of real standard-library Python, copied so tests control it."""
+    root = tmp_path_factory.mktemp("corpus")
+    for package in ("json", "email", "logging"):
+        shutil.copytree(
+            STDLIB / package, root / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> Path:
+    """A tiny sparse model trained once for the tests that only read a run."""
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    result = run_cli("train", "--preset", "tiny", "--data", str(corpus_dir), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out

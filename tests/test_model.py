@@ -1,0 +1,143 @@
+import pytest
+import torch
+
+from sparsecircuits.model import GPT, GPTConfig, abs_topk
+
+
+def make_model(**options) -> GPT:
+    torch.manual_seed(0)
+    config = GPTConfig(n_layer=2, d_model=64, n_ctx=16, vocab_size=97, **options)
+    model = GPT(config)
+    # Random non-zero biases and gains so every path matters in the comparisons.
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    return model
+
+
+TOKENS = torch.randint(0, 97, (3, 16), generator=torch.Generator().manual_seed(1))
+OPTIONS = [
+    {},
+    {"attention_sink": True},
+    {"afrac": 0.25, "learned_positions": True, "bigram_table": True, "attention_sink": True},
+]
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_caching_every_hook_leaves_the_forward_pass_unchanged(options):
+    model = make_model(**options)
+    plain = model(TOKENS)
+    # Caching the pattern and per-head results switches to the explicit attention path.
+    with model.cache("*") as cache:
+        cached = model(TOKENS)
+    torch.testing.assert_close(cached, plain, rtol=1e-5, atol=1e-5)
+    assert set(cache) == set(model.hook_names)
+    pattern = cache["blocks.1.attn.hook_pattern"]
+    assert pattern.shape == (3, 4, 16, 16)
+    assert torch.all(pattern.triu(1) == 0)
+    row_sums = pattern.sum(-1)
+    if options.get("attention_sink"):
+        assert torch.all(row_sums < 1)
+    else:
+        torch.testing.assert_close(row_sums, torch.ones_like(row_sums))
+
+
+def test_cache_records_only_what_was_asked():
+    model = make_model()
+    logits, cache = model.run_with_cache(TOKENS, names="blocks.*.hook_resid_post")
+    assert sorted(cache) == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    assert cache.stacked("blocks.*.hook_resid_post").shape == (2, 3, 16, 64)
+    assert logits.shape == (3, 16, 97)
+    assert not any(point.active for point in model._hook_points.values())
+
+
+def test_final_residual_gives_the_logits():
+    model = make_model()
+    logits, cache = model.run_with_cache(TOKENS, ["blocks.1.hook_resid_post", "hook_final_norm"])
+    normed = model.norm_final(cache["blocks.1.hook_resid_post"])
+    torch.testing.assert_close(normed, cache["hook_final_norm"])
+    torch.testing.assert_close(model.lm_head(normed), logits)
+
+
+def test_editing_a_neuron_changes_the_output_and_only_inside_the_block():
+    model = make_model()
+    plain = model(TOKENS)
+
+    def silence_neuron_7(x, hook):
+        x = x.clone()
+        x[..., 7] = 0
+        return x
+
+    edit = model.edit({"blocks.0.mlp.hook_post": silence_neuron_7})
+    with edit, model.cache("blocks.0.mlp.hook_post") as cache:
+        edited = model(TOKENS)
+    assert torch.all(cache["blocks.0.mlp.hook_post"][..., 7] == 0)
+    assert not torch.allclose(edited, plain)
+    torch.testing.assert_close(model(TOKENS), plain)
+
+
+def test_replacing_attention_output_matches_a_manual_recomputation():
+    model = make_model()
+    _, cache = model.run_with_cache(TOKENS, ["blocks.1.hook_resid_mid", "blocks.1.hook_attn_out"])
+    zero = torch.zeros_like(cache["blocks.1.hook_attn_out"])
+    with model.edit({"blocks.1.hook_attn_out": lambda x, hook: zero}):
+        _, edited = model.run_with_cache(TOKENS, "blocks.1.hook_resid_mid")
+    expected = cache["blocks.1.hook_resid_mid"] - cache["blocks.1.hook_attn_out"]
+    torch.testing.assert_close(edited["blocks.1.hook_resid_mid"], expected)
+
+
+def test_hooks_are_removed_even_when_the_block_raises():
+    model = make_model()
+    with pytest.raises(RuntimeError), model.hooks([("blocks.*.hook_mlp_out", lambda x, h: None)]):
+        raise RuntimeError("boom")
+    assert not any(point.active for point in model._hook_points.values())
+
+
+def test_unknown_hook_name_is_a_clear_error():
+    model = make_model()
+    with pytest.raises(KeyError, match="no hook point matches"), model.cache("blocks.9.nothing"):
+        pass
+
+
+def test_per_head_results_sum_to_the_attention_output():
+    model = make_model(afrac=None)
+    names = ["blocks.0.attn.hook_result", "blocks.0.hook_attn_out"]
+    _, cache = model.run_with_cache(TOKENS, names)
+    summed = cache["blocks.0.attn.hook_result"].sum(2) + model.blocks[0].attn.out_proj.bias
+    torch.testing.assert_close(summed, cache["blocks.0.hook_attn_out"], rtol=1e-5, atol=1e-6)
+
+
+def test_abs_topk_keeps_the_k_largest_magnitudes():
+    x = torch.tensor([[0.1, -3.0, 2.0, -0.5, 1.0]])
+    out = abs_topk(x, 2)
+    assert out.tolist() == [[0.0, -3.0, 2.0, 0.0, 0.0]]
+    wide = torch.randn(4, 7, 128)
+    assert torch.all((abs_topk(wide, 32) != 0).sum(-1) == 32)
+
+
+def test_activation_sparsity_is_applied_at_every_site():
+    model = make_model(afrac=0.25)
+    names = [
+        "blocks.0.hook_attn_in",
+        "blocks.0.attn.hook_q",
+        "blocks.0.mlp.hook_post",
+        "blocks.0.hook_mlp_out",
+    ]
+    _, cache = model.run_with_cache(TOKENS, names)
+    assert torch.all((cache["blocks.0.hook_attn_in"] != 0).sum(-1) <= 16)
+    assert torch.all((cache["blocks.0.attn.hook_q"].flatten(2) != 0).sum(-1) <= 16)
+    assert torch.all((cache["blocks.0.mlp.hook_post"] != 0).sum(-1) <= 64)
+    assert torch.all((cache["blocks.0.hook_mlp_out"] != 0).sum(-1) <= 16)
+
+
+def test_sequences_longer_than_the_context_are_refused():
+    model = make_model()
+    with pytest.raises(ValueError, match="exceeds n_ctx"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_greedy_generation_extends_the_prompt():
+    model = make_model()
+    out = model.generate(TOKENS[:1, :4], max_new_tokens=5)
+    assert out.shape == (1, 9)
+    assert torch.equal(out[:, :4], TOKENS[:1, :4])
