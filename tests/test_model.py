@@ -141,3 +141,14 @@ def test_greedy_generation_extends_the_prompt():
     out = model.generate(TOKENS[:1, :4], max_new_tokens=5)
     assert out.shape == (1, 9)
     assert torch.equal(out[:, :4], TOKENS[:1, :4])
+
+
+def test_the_hook_table_in_the_docs_lists_exactly_the_model_hooks():
+    import re
+    from pathlib import Path
+
+    table = (Path(__file__).parents[1] / "docs" / "hooks.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_.L]+)` \|", table, flags=re.MULTILINE))
+    model = make_model(learned_positions=True)
+    actual = {re.sub(r"blocks\.\d+\.", "blocks.L.", name) for name in model.hook_names}
+    assert documented == actual

@@ -160,6 +160,39 @@ def info(run: Path, as_json: bool) -> None:
     )
 
 
+@cli.command()
+@click.option("--out", default="runs/demo", show_default=True, type=click.Path(path_type=Path))
+@click.option("--tokens", default=3_000_000, show_default=True, help="Training token budget.")
+@click.option("--data", default="stdlib", show_default=True, help="Corpus, as for train.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def demo(out: Path, tokens: int, data: str, quiet: bool) -> None:
+    """The main job: train a small weight-sparse model and write an HTML report."""
+    import time
+
+    from sparsecircuits.report import write_run_report
+    from sparsecircuits.train import train as run_training
+    from sparsecircuits.train.checkpoint import latest_name
+
+    started = time.perf_counter()
+    resume = latest_name(out) is not None
+    flags = {"data": data} if not resume else {}
+    model_config, train_config = build_train_configs("small", out, resume, tokens, flags)
+    click.echo(
+        f"[1/2] training a small weight-sparse model on {data} ({tokens:,} tokens)"
+        + (", resuming" if resume else "")
+    )
+    result = run_training(model_config, train_config, out, resume=resume, progress=not quiet)
+    click.echo(
+        f"      validation loss {result.val_loss:.4f} nats/token, "
+        f"{result.tokens_per_second:,.0f} tokens/s"
+    )
+    click.echo("[2/2] writing the report")
+    report = write_run_report(
+        out, out / "report.html", **{"demo wall time": f"{time.perf_counter() - started:.0f} s"}
+    )
+    click.echo(f"report: {report} ({time.perf_counter() - started:.0f} s in all)")
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

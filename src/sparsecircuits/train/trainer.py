@@ -136,9 +136,9 @@ def _train(
         generator.manual_seed(config.seed * 1_000_003 + step * 7919 + group.rank)
         inputs, targets = sample_batch(corpus.train, per_rank_batch, model_config.n_ctx, generator)
         inputs, targets = inputs.to(device), targets.to(device)
-        with autocast:
-            loss = next_token_loss(ddp_model(inputs), targets)
-        loss_value = mean_over_ranks(loss.detach(), group)
+        loss_value = training_step(
+            model, ddp_model, optimizer, inputs, targets, density, config, autocast, group
+        )
         if not math.isfinite(loss_value):
             bar.close()
             kept = latest_name(run_dir) or "none was written yet"
@@ -146,11 +146,6 @@ def _train(
                 f"loss became {loss_value} at step {step}; stopped, the last good checkpoint "
                 f"is kept ({kept}). Try a lower --lr."
             )
-        loss.backward()
-        rescale_gradients(model, config.grad_rms)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        project_to_density(model, density, config.min_per_neuron)
 
         elapsed = time.perf_counter() - step_started
         speed = (
@@ -200,6 +195,32 @@ def _train(
         speed,
         time.perf_counter() - started,
     )
+
+
+def training_step(
+    model: GPT,
+    ddp_model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    density: float,
+    config: TrainConfig,
+    autocast: torch.autocast,
+    group: distributed.ProcessGroup,
+) -> float:
+    """One update; returns the loss (averaged over processes). A non-finite loss is returned
+    before anything is changed, so the caller can stop with the model intact."""
+    with autocast:
+        loss = next_token_loss(ddp_model(inputs), targets)
+    loss_value = mean_over_ranks(loss.detach(), group)
+    if not math.isfinite(loss_value):
+        return loss_value
+    loss.backward()
+    rescale_gradients(model, config.grad_rms)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    project_to_density(model, density, config.min_per_neuron)
+    return loss_value
 
 
 def select_device(name: str, group: distributed.ProcessGroup) -> torch.device:

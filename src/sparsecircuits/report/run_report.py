@@ -1,0 +1,88 @@
+"""The HTML report of one training run: loss curve, density per layer, greedy completions."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from pathlib import Path
+
+import jinja2
+import matplotlib
+import torch
+
+from sparsecircuits.train import Run, load_run
+from sparsecircuits.train.plots import plot_loss_curve
+from sparsecircuits.train.summary import summarize_run
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+DEFAULT_PROMPTS = (
+    "def add(a, b):\n    return",
+    "import os\nimport",
+    "for i in range(10):\n    print(",
+    "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        self.",
+    "if __name__ == '__main__':\n    ",
+    "name = 'world'\nprint('hello', name",
+    "try:\n    value = int(text)\nexcept ValueError:\n    ",
+)
+
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("sparsecircuits.report", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def greedy_completions(run: Run, prompts: tuple[str, ...], max_new_tokens: int = 24) -> list[dict]:
+    """Each prompt with the model's greedy continuation (decoded text)."""
+    completions = []
+    for prompt in prompts:
+        ids = run.tokenizer.encode(prompt)[-run.model_config.n_ctx :]
+        tokens = torch.tensor([ids])
+        generated = run.model.generate(tokens, max_new_tokens)[0, len(ids) :].tolist()
+        completions.append({"prompt": prompt, "completion": run.tokenizer.decode(generated)})
+    return completions
+
+
+def density_per_layer_png(summary: dict) -> bytes:
+    layers = summary["density_by_layer"]
+    fig, axis = plt.subplots(figsize=(6, 3), dpi=110)
+    axis.bar(list(layers), list(layers.values()), color="C0")
+    axis.axhline(summary["density"], color="C3", ls="--", label=f"overall {summary['density']:.4f}")
+    axis.set_ylabel("nonzero fraction of weights")
+    axis.set_yscale("log")
+    axis.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def write_run_report(
+    run_dir: Path, out_path: Path, prompts: tuple[str, ...] = DEFAULT_PROMPTS, **extra: object
+) -> Path:
+    """Write a self-contained HTML report (images inlined) for the run in `run_dir`."""
+    run = load_run(run_dir)
+    summary = summarize_run(run)
+    curve = plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png").read_bytes()
+    html = TEMPLATES.get_template("run_report.html").render(
+        summary=summary,
+        model=summary["config"]["model"],
+        train=summary["config"]["train"],
+        data=summary["config"].get("data", {}),
+        loss_curve=data_uri(curve),
+        density_plot=data_uri(density_per_layer_png(summary)),
+        completions=greedy_completions(run, prompts),
+        extra=extra,
+    )
+    temporary = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    temporary.write_text(html)
+    temporary.replace(out_path)
+    return out_path
