@@ -1,0 +1,27 @@
+from sparsecircuits.report import write_run_report
+
+
+def test_run_report_shows_the_run_and_escapes_model_text(tiny_run, tmp_path):
+    prompts = ("x = '<script>alert(1)</script>'\nprint(x", "def f(a, b):\n    return")
+    out = write_run_report(tiny_run, tmp_path / "report.html", prompts=prompts)
+    html = out.read_text()
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert html.count('<span class="completion">') == 2
+    assert html.count("data:image/png;base64,") == 2
+    assert "validation loss" in html and "density" in html
+
+
+def test_demo_command_trains_and_writes_its_report(tmp_path, corpus_dir):
+    from cli_runner import run_cli
+
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--tokens", "16384", "--data", str(corpus_dir), "--quiet"]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert (out / "report.html").is_file()
+    assert "report:" in result.stdout
+    # A second demo reuses the finished run instead of training again.
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stdout
