@@ -152,3 +152,12 @@ def test_the_hook_table_in_the_docs_lists_exactly_the_model_hooks():
     model = make_model(learned_positions=True)
     actual = {re.sub(r"blocks\.\d+\.", "blocks.L.", name) for name in model.hook_names}
     assert documented == actual
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_logits_at_selected_positions_match_the_full_logits(options):
+    model = make_model(**options)
+    positions = torch.tensor([3, 15, 0])
+    selected = model(TOKENS, logits_at=positions)
+    full = model(TOKENS)
+    torch.testing.assert_close(selected, full[torch.arange(3), positions])

@@ -193,6 +193,18 @@ def demo(out: Path, tokens: int, data: str, quiet: bool) -> None:
     click.echo(f"report: {report} ({time.perf_counter() - started:.0f} s in all)")
 
 
+def register_stage_commands() -> None:
+    """Commands of the later pipeline stages live beside their code."""
+    from sparsecircuits.circuits.commands import circuit, frontier, prune
+    from sparsecircuits.tasks.commands import tasks
+
+    for command in (tasks, prune, circuit, frontier):
+        cli.add_command(command)
+
+
+register_stage_commands()
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

@@ -183,8 +183,13 @@ class GPT(HookedModule):
             else:
                 nn.init.normal_(param, std=0.02)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits [batch, pos, vocab] for token ids [batch, pos]."""
+    def forward(self, tokens: torch.Tensor, logits_at: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [batch, pos, vocab] for token ids [batch, pos].
+
+        With `logits_at` (one position per sequence, [batch]) only those positions are
+        unembedded and the result is [batch, vocab]: task metrics need just the last prompt
+        token, and the unembedding is a large share of a small model's compute.
+        """
         n_pos = tokens.shape[1]
         if n_pos > self.config.n_ctx:
             raise ValueError(f"sequence of {n_pos} tokens exceeds n_ctx {self.config.n_ctx}")
@@ -193,6 +198,9 @@ class GPT(HookedModule):
             x = x + self.hook_pos_embed(self.wpe(torch.arange(n_pos, device=tokens.device)))
         for block in self.blocks:
             x = block(x)
+        if logits_at is not None:
+            rows = torch.arange(tokens.shape[0], device=tokens.device)
+            x, tokens = x[rows, logits_at], tokens[rows, logits_at]
         logits = self.lm_head(self.hook_final_norm(self.norm_final(x)))
         if self.bigram is not None:
             logits = logits + self.bigram(tokens)

@@ -42,8 +42,13 @@ def plot_loss_curve(metrics_path: Path, out_path: Path) -> Path:
     lines = loss_axis.get_legend_handles_labels()
     more = density_axis.get_legend_handles_labels()
     loss_axis.legend(lines[0] + more[0], lines[1] + more[1], loc="upper right")
+    return save_figure(fig, out_path)
+
+
+def save_figure(fig: plt.Figure, out_path: Path) -> Path:
+    """Write a figure atomically (a reader never sees half a PNG) and free it."""
     fig.tight_layout()
-    temporary = out_path.with_name(f".{out_path.stem}.tmp.png")
+    temporary = out_path.with_name(f".{out_path.stem}.tmp{out_path.suffix}")
     fig.savefig(temporary)
     plt.close(fig)
     temporary.replace(out_path)

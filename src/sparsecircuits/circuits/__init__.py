@@ -1,0 +1,20 @@
+"""Circuits: prune a trained model to the smallest set of nodes that still does a task.
+
+Owns node definitions and mean activations (nodes.py), masks (masks.py), mask training,
+discretisation and calibration (prune.py), the sweep and the sufficiency / necessity / random
+checks (pipeline.py), edges (edges.py), circuit files (circuit_file.py), drawings (draw.py)
+and the frontier plot (frontier.py). Imports `model`, `train`, `tasks`, `data` and `errors`.
+"""
+
+from sparsecircuits.circuits.nodes import NodeGroup, load_or_compute_means, node_groups
+from sparsecircuits.circuits.pipeline import PruneOutcome, prune_to_target_loss
+from sparsecircuits.circuits.prune import PruneConfig
+
+__all__ = [
+    "NodeGroup",
+    "PruneConfig",
+    "PruneOutcome",
+    "load_or_compute_means",
+    "node_groups",
+    "prune_to_target_loss",
+]

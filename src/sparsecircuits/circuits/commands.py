@@ -1,0 +1,197 @@
+"""Commands: `prune`, `circuit draw`, `circuit eval` and `frontier`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from sparsecircuits.circuits.task_data import task_batches
+from sparsecircuits.errors import UserError
+
+
+def log_to_stderr(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--task", help="A built-in task (see `sparsecircuits tasks list`).")
+@click.option(
+    "--pairs",
+    "pairs_file",
+    type=click.Path(path_type=Path),
+    help="Your own pairs, JSONL: prompt_a, prompt_b, answer_a, answer_b.",
+)
+@click.option("--out", type=click.Path(path_type=Path), help="Write the circuit file here.")
+@click.option("--target-loss", default=0.15, show_default=True, type=float)
+@click.option("--ablation", type=click.Choice(["mean", "zero"]), default="mean", show_default=True)
+@click.option("--steps", default=300, show_default=True, help="Mask-training steps per setting.")
+@click.option("--sweep", default=4, show_default=True, help="Settings tried (1 = no sweep).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def prune(
+    run: Path,
+    task: str | None,
+    pairs_file: Path | None,
+    out: Path | None,
+    target_loss: float,
+    ablation: str,
+    steps: int,
+    sweep: int,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Find the smallest circuit of RUN that does a task at the target loss."""
+    from sparsecircuits.circuits.circuit_file import outcome_to_record, write_circuit
+    from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP, prune_to_target_loss
+    from sparsecircuits.circuits.prune import PruneConfig
+    from sparsecircuits.train import load_run
+
+    loaded = load_run(run)
+    name, train, heldout, test = task_batches(loaded, task, pairs_file, seed)
+    config = PruneConfig(target_loss=target_loss, ablation=ablation, steps=steps, seed=seed)
+    settings = DEFAULT_SWEEP[: max(1, sweep)]
+    outcome = prune_to_target_loss(
+        loaded, name, train, heldout, test, config, settings, log=log_to_stderr
+    )
+    if out is not None:
+        write_circuit(outcome_to_record(loaded, outcome), out)
+    summary = {"task": name, **{key: outcome.metrics[key] for key in SUMMARY_KEYS}}
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        for key, value in summary.items():
+            click.echo(f"{key:<22}{value:.4f}" if isinstance(value, float) else f"{key:<22}{value}")
+
+
+SUMMARY_KEYS = (
+    "nodes",
+    "edges",
+    "circuit_loss",
+    "full_model_loss",
+    "ablated_circuit_loss",
+    "random_circuit_loss",
+    "seconds",
+)
+
+
+@click.group()
+def circuit() -> None:
+    """Check and draw saved circuit files."""
+
+
+@circuit.command("eval")
+@click.argument("circuit_file", type=click.Path(path_type=Path))
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--task", help="A built-in task: its test split is used.")
+@click.option("--pairs", "pairs_file", type=click.Path(path_type=Path), help="Your own pairs.")
+@click.option("--seed", default=1, show_default=True, help="Seed of the task pairs drawn.")
+@click.option("--json", "as_json", is_flag=True)
+def circuit_eval(
+    circuit_file: Path,
+    run: Path,
+    task: str | None,
+    pairs_file: Path | None,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Losses of a saved circuit on other pairs (is it faithful beyond its pruning data?)."""
+    from sparsecircuits.circuits.circuit_file import circuit_on_model, model_hash, read_circuit
+    from sparsecircuits.circuits.pipeline import measure_circuit, replacement_values
+    from sparsecircuits.train import load_run
+
+    record = read_circuit(circuit_file)
+    loaded = load_run(run)
+    circuit_record = circuit_on_model(record, loaded)
+    name, train, heldout, test = task_batches(loaded, task, pairs_file, seed)
+    if pairs_file is not None:  # calibrate the controls on the rest of the file
+        heldout = train
+    replacements = replacement_values(loaded, record["ablation"])
+    metrics = measure_circuit(
+        loaded,
+        circuit_record.groups,
+        circuit_record.keep,
+        replacements,
+        circuit_record.calibration,
+        heldout,
+        test,
+    )
+    result = {
+        "task": name,
+        "circuit_task": record["task"],
+        "model_matches": model_hash(loaded) == record["model"]["sha256"],
+        **metrics,
+    }
+    click.echo(
+        json.dumps(result) if as_json else "\n".join(f"{k:<22}{v}" for k, v in result.items())
+    )
+
+
+@circuit.command("draw")
+@click.argument("circuit_file", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help=".html or .svg")
+@click.option(
+    "--run",
+    type=click.Path(path_type=Path),
+    help="Model for hover activations (default: the path in the circuit file).",
+)
+def circuit_draw(circuit_file: Path, out: Path, run: Path | None) -> None:
+    """Draw a circuit file as an HTML page or an SVG image."""
+    from sparsecircuits.circuits.circuit_file import read_circuit
+    from sparsecircuits.circuits.draw import write_drawing
+    from sparsecircuits.tasks import TASKS, task_pairs
+    from sparsecircuits.train import load_run
+
+    if out.suffix not in (".html", ".svg"):
+        raise UserError(f"--out must end in .html or .svg, got {out.name}")
+    record = read_circuit(circuit_file)
+    model_path = run or Path(record["model"]["path"])
+    loaded = load_run(model_path) if model_path.exists() else None
+    prompts = []
+    if record["task"] in TASKS:
+        for pair in task_pairs(record["task"], "test", 2):
+            prompts += [pair.prompt_a, pair.prompt_b]
+    if loaded is None:
+        click.echo(f"note: {model_path} not found; drawing without activations", err=True)
+    write_drawing(record, out, loaded, prompts)
+    click.echo(f"wrote {out}")
+
+
+@click.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--tasks", "task_names", required=True, help="Comma-separated task names.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="PNG plot.")
+@click.option("--target-loss", default=0.15, show_default=True, type=float)
+@click.option("--sweep", default=2, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def frontier(
+    runs: tuple[Path, ...],
+    task_names: str,
+    out: Path,
+    target_loss: float,
+    sweep: int,
+    as_json: bool,
+) -> None:
+    """Validation loss against circuit size (geometric mean of edges) for each checkpoint."""
+    from sparsecircuits.circuits.frontier import measure_frontier, plot_frontier
+
+    points = measure_frontier(
+        list(runs),
+        [t.strip() for t in task_names.split(",") if t.strip()],
+        target_loss,
+        sweep,
+        log=log_to_stderr,
+    )
+    plot_frontier(points, out)
+    if as_json:
+        click.echo(json.dumps(points, indent=1))
+    else:
+        for point in points:
+            click.echo(
+                f"{point['run']}: val loss {point['val_loss']:.4f}, edges geomean "
+                f"{point['edges_geomean']}",
+                file=sys.stdout,
+            )

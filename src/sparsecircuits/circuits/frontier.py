@@ -1,0 +1,99 @@
+"""The interpretability / capability frontier (spec section 6).
+
+For each checkpoint: pretraining validation loss against the geometric mean, over tasks, of
+the edges of its pruned circuits at a fixed target loss. Colour = total parameters, marker
+size = nonzero parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP, prune_to_target_loss
+from sparsecircuits.circuits.prune import PruneConfig
+from sparsecircuits.circuits.task_data import task_batches
+from sparsecircuits.errors import UserError
+from sparsecircuits.train import load_run
+from sparsecircuits.train.plots import save_figure
+from sparsecircuits.train.summary import summarize_run
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def geometric_mean(values: list[float]) -> float | None:
+    if not values:
+        return None
+    return math.exp(sum(math.log(max(v, 1)) for v in values) / len(values))
+
+
+def measure_frontier(
+    runs: list[Path],
+    tasks: list[str],
+    target_loss: float,
+    sweep: int,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    points = []
+    for path in runs:
+        run = load_run(path)
+        summary = summarize_run(run)
+        edges: dict[str, int | None] = {}
+        for task in tasks:
+            name, train, heldout, test = task_batches(run, task, None)
+            config = PruneConfig(target_loss=target_loss)
+            try:
+                outcome = prune_to_target_loss(
+                    run, name, train, heldout, test, config, DEFAULT_SWEEP[: max(1, sweep)], log=log
+                )
+                edges[task] = outcome.metrics["edges"]
+            except UserError as error:
+                log(f"  {path}: {error}")
+                edges[task] = None
+        reached = [e for e in edges.values() if e is not None]
+        points.append(
+            {
+                "run": str(path),
+                "val_loss": summary["val_loss"],
+                "total_params": summary["total_params"],
+                "nonzero_params": summary["nonzero_params"],
+                "edges": edges,
+                "edges_geomean": geometric_mean(reached),
+                "tasks_failed": [t for t, e in edges.items() if e is None],
+            }
+        )
+    return points
+
+
+def plot_frontier(points: list[dict], out: Path) -> Path:
+    drawn = [p for p in points if p["edges_geomean"] is not None and p["val_loss"] is not None]
+    fig, axis = plt.subplots(figsize=(6.5, 4.5), dpi=110)
+    if drawn:
+        largest = max(p["nonzero_params"] for p in drawn)
+        scatter = axis.scatter(
+            [p["val_loss"] for p in drawn],
+            [p["edges_geomean"] for p in drawn],
+            c=[p["total_params"] for p in drawn],
+            cmap="viridis",
+            s=[40 + 400 * p["nonzero_params"] / largest for p in drawn],
+            edgecolors="black",
+            linewidths=0.5,
+        )
+        fig.colorbar(scatter, ax=axis, label="total parameters")
+        for p in drawn:
+            axis.annotate(
+                Path(p["run"]).name,
+                (p["val_loss"], p["edges_geomean"]),
+                textcoords="offset points",
+                xytext=(6, 6),
+                fontsize=8,
+            )
+    axis.set_yscale("log")
+    axis.set_xlabel("pretraining validation loss (nats/token)")
+    axis.set_ylabel("circuit edges (geometric mean over tasks)")
+    axis.set_title("interpretability vs capability (marker size: nonzero parameters)")
+    return save_figure(fig, out)

@@ -1,0 +1,111 @@
+"""The prunable nodes of a GPT and their mean activations over pretraining data.
+
+Nodes (spec section 3): every channel of each norm output (what attention, the MLP and the
+unembedding read), every channel each attention and MLP block writes, every MLP neuron and
+every q, k and v channel. Each group of nodes is one hook point; a node is (group, index).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from sparsecircuits.data import prepare_data, sample_batch
+from sparsecircuits.errors import UserError
+from sparsecircuits.model import GPT, GPTConfig
+from sparsecircuits.train import Run
+
+MEANS_FILE = "mean_activations.safetensors"
+
+# (kind, hook name inside block L) in the order data flows through a block.
+BLOCK_NODE_KINDS = (
+    ("attn_in", "hook_attn_in"),
+    ("q", "attn.hook_q"),
+    ("k", "attn.hook_k"),
+    ("v", "attn.hook_v"),
+    ("attn_out", "hook_attn_out"),
+    ("mlp_in", "hook_mlp_in"),
+    ("mlp_neuron", "mlp.hook_post"),
+    ("mlp_out", "hook_mlp_out"),
+)
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    layer: int  # the final norm counts as layer n_layer
+    kind: str
+    hook: str
+    width: int
+
+    def node_id(self, index: int) -> str:
+        return f"{self.layer}.{self.kind}.{index}"
+
+
+def node_groups(config: GPTConfig) -> list[NodeGroup]:
+    groups = []
+    for layer in range(config.n_layer):
+        for kind, hook in BLOCK_NODE_KINDS:
+            width = config.d_mlp if kind == "mlp_neuron" else config.d_model
+            groups.append(NodeGroup(layer, kind, f"blocks.{layer}.{hook}", width))
+    groups.append(NodeGroup(config.n_layer, "final_norm", "hook_final_norm", config.d_model))
+    return groups
+
+
+def flat_channels(x: torch.Tensor, group: NodeGroup) -> torch.Tensor:
+    """[..., width] view of an activation (q/k/v hooks are [b, p, head, d_head])."""
+    return x.flatten(-2) if group.kind in ("q", "k", "v") else x
+
+
+@torch.no_grad()
+def compute_mean_activations(
+    model: GPT, batches: list[torch.Tensor], groups: list[NodeGroup]
+) -> dict[str, torch.Tensor]:
+    """Mean of every node's activation over all positions of `batches` of token ids."""
+    sums = {group.hook: torch.zeros(group.width, dtype=torch.float64) for group in groups}
+    count = 0
+    by_hook = {group.hook: group for group in groups}
+    for tokens in batches:
+        with model.cache(list(by_hook)) as cache:
+            model(tokens)
+        for hook, value in cache.items():
+            sums[hook] += flat_channels(value, by_hook[hook]).double().sum(dim=(0, 1)).cpu()
+        count += tokens.shape[0] * tokens.shape[1]
+    return {hook: (total / count).float() for hook, total in sums.items()}
+
+
+def load_or_compute_means(
+    run: Run, n_sequences: int = 128, batch_size: int = 16, progress: bool = False
+) -> dict[str, torch.Tensor]:
+    """Mean activations of `run`'s checkpoint, cached beside its weights."""
+    groups = node_groups(run.model_config)
+    path = run.path / MEANS_FILE
+    if path.is_file():
+        means = load_file(path)
+        if all(group.hook in means for group in groups):
+            return means
+    train_config = run.config.get("train", {})
+    spec = train_config.get("data", "stdlib")
+    try:
+        corpus = prepare_data(
+            spec,
+            tokenizer=run.tokenizer,
+            progress=progress,
+            glob=train_config.get("data_glob", "**/*.py"),
+        )
+    except UserError as error:
+        raise UserError(f"cannot estimate mean activations of {run.path}: {error}") from None
+    generator = torch.Generator().manual_seed(1234)
+    n_ctx = run.model_config.n_ctx
+    batches = [
+        sample_batch(corpus.train, batch_size, n_ctx, generator)[0]
+        for _ in range(max(1, n_sequences // batch_size))
+    ]
+    device = next(run.model.parameters()).device
+    means = compute_mean_activations(run.model, [b.to(device) for b in batches], groups)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(means, temporary, metadata={"sequences": str(n_sequences), "data": spec})
+    temporary.replace(path)
+    return means

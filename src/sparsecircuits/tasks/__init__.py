@@ -1,0 +1,45 @@
+"""Tasks: the 20 binary next-token tasks on Python code, and the task loss.
+
+Owns the task suite (templates_context.py: the ordinary code around each task; templates.py: one
+pair generator per task; suite.py: the registry and deterministic train/test splits), task pairs
+and their encoding into a batch of prompts with answer tokens (pairs.py), the task loss and
+accuracy of spec section 4 (metrics.py), and the `sparsecircuits tasks` commands (commands.py).
+Imports `sparsecircuits.data`, `sparsecircuits.model`, `sparsecircuits.train` and
+`sparsecircuits.errors` only; circuits and later stages get their task data from here.
+"""
+
+from sparsecircuits.tasks.metrics import (
+    candidate_logits,
+    evaluate_task,
+    task_accuracy,
+    task_losses,
+)
+from sparsecircuits.tasks.pairs import (
+    SKIP_REASONS,
+    EncodedTask,
+    TaskBatch,
+    TaskPair,
+    encode_pairs,
+    read_pairs_jsonl,
+    write_pairs_jsonl,
+)
+from sparsecircuits.tasks.suite import SPLITS, TASKS, Task, get_task, task_pairs
+
+__all__ = [
+    "SKIP_REASONS",
+    "SPLITS",
+    "TASKS",
+    "EncodedTask",
+    "Task",
+    "TaskBatch",
+    "TaskPair",
+    "candidate_logits",
+    "encode_pairs",
+    "evaluate_task",
+    "get_task",
+    "read_pairs_jsonl",
+    "task_accuracy",
+    "task_losses",
+    "task_pairs",
+    "write_pairs_jsonl",
+]

@@ -1,0 +1,184 @@
+"""The `sparsecircuits tasks` commands: list the suite, show pairs, evaluate a trained model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from sparsecircuits.data import CodeTokenizer
+from sparsecircuits.errors import UserError
+from sparsecircuits.tasks.metrics import evaluate_task
+from sparsecircuits.tasks.pairs import (
+    TaskPair,
+    answer_token,
+    describe_skips,
+    encode_usable_pairs,
+    read_pairs_jsonl,
+)
+from sparsecircuits.tasks.suite import SPLITS, TASKS, get_task, task_pairs
+
+if TYPE_CHECKING:
+    from sparsecircuits.train import Run
+
+LOSS_MEANING = (
+    "loss: -log p(correct answer token) in nats, softmax over the two answer tokens only, at each "
+    "prompt's last token, mean over the A and B prompts of every pair; accuracy: share of prompts "
+    "whose correct token outscores the wrong one"
+)
+
+
+@click.group()
+def tasks() -> None:
+    """The 20 binary next-token tasks: list them, show their pairs, evaluate a model."""
+
+
+@tasks.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_tasks(as_json: bool) -> None:
+    """Name and description of every task."""
+    rows = [{"name": task.name, "description": task.description} for task in TASKS.values()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max(len(name) for name in TASKS)
+    for row in rows:
+        click.echo(f"{row['name']:<{width}}  {row['description']}")
+
+
+@tasks.command()
+@click.argument("name")
+@click.option("--n", default=3, show_default=True, type=click.IntRange(min=1), help="Pairs.")
+@click.option("--split", default="test", show_default=True, type=click.Choice(SPLITS))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--run", type=click.Path(path_type=Path), help="Use this run's tokenizer.")
+@click.option(
+    "--tokenizer", "tokenizer_file", type=click.Path(path_type=Path), help="Tokenizer JSON file."
+)
+def show(
+    name: str, n: int, split: str, seed: int, run: Path | None, tokenizer_file: Path | None
+) -> None:
+    """Print a few pairs of task NAME, with their answer tokens when a tokenizer is given."""
+    if run is not None and tokenizer_file is not None:
+        raise UserError("give --run or --tokenizer, not both")
+    pairs = task_pairs(name, split, n, seed)
+    tokenizer = load_tokenizer(run, tokenizer_file)
+    for number, pair in enumerate(pairs, start=1):
+        click.echo(f"=== {name} {split} pair {number} of {len(pairs)}")
+        tokens = []
+        sides = (("A", pair.prompt_a, pair.answer_a), ("B", pair.prompt_b, pair.answer_b))
+        for side, prompt, answer in sides:
+            click.echo(f"--- prompt {side}\n{prompt}")
+            line = f"--- answer {side}: {answer!r}"
+            if tokenizer is not None:
+                token = answer_token(tokenizer.encode(prompt), tokenizer.encode(prompt + answer))
+                tokens.append(token)
+                line += "  token " + describe_token(tokenizer, token)
+            click.echo(line)
+        if tokens and tokens[0] is not None and tokens[0] == tokens[1]:
+            click.echo("(A and B have the same answer token: this pair would be skipped)")
+
+
+def load_tokenizer(run: Path | None, tokenizer_file: Path | None) -> CodeTokenizer | None:
+    from sparsecircuits.train import resolve_checkpoint
+
+    if tokenizer_file is not None:
+        return CodeTokenizer.from_file(tokenizer_file)
+    if run is not None:
+        return CodeTokenizer.from_file(resolve_checkpoint(run) / "tokenizer.json")
+    return None
+
+
+def describe_token(tokenizer: CodeTokenizer, token: int | None) -> str:
+    if token is None:
+        return "none (the answer does not start at a token boundary: skipped)"
+    return f"{token} {tokenizer.id_to_token_text(token)!r}"
+
+
+@tasks.command("eval")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--task", "task_names", multiple=True, help="A task (repeatable; default all 20).")
+@click.option(
+    "--pairs",
+    "pair_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A JSONL file of custom pairs, all evaluated (repeatable).",
+)
+@click.option("--n", default=256, show_default=True, type=click.IntRange(min=1), help="Pairs/task.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the test split.")
+@click.option(
+    "--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Pairs/forward."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def eval_tasks(
+    run: Path,
+    task_names: tuple[str, ...],
+    pair_files: tuple[Path, ...],
+    n: int,
+    seed: int,
+    batch_size: int,
+    as_json: bool,
+) -> None:
+    """Task loss and accuracy of the model in RUN on the test split of each task."""
+    from sparsecircuits.train import load_run
+
+    if not task_names and not pair_files:
+        task_names = tuple(TASKS)
+    # Read every input before the model, so a typo fails fast.
+    for name in task_names:
+        get_task(name)
+    custom = [(file.stem, read_pairs_jsonl(file)) for file in pair_files]
+    loaded = load_run(run)
+    rows = []
+    for name in task_names:
+        rows.append(evaluate_pairs(name, task_pairs(name, "test", n, seed), loaded, batch_size))
+    for label, pairs in custom:
+        rows.append(evaluate_pairs(label, pairs, loaded, batch_size))
+    if all(row["n"] == 0 for row in rows):
+        first = rows[0]
+        n_pairs = sum(first["skipped"].values())
+        n_ctx = loaded.model.config.n_ctx
+        raise UserError(f"{first['task']}: {describe_skips(n_pairs, first['skipped'], n_ctx)}")
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    data = f"test split (seed {seed}), {n} pairs per task" if task_names else "custom pairs"
+    print_table(rows, data, loaded.path)
+
+
+def evaluate_pairs(label: str, pairs: list[TaskPair], loaded: Run, batch_size: int) -> dict:
+    n_ctx = loaded.model.config.n_ctx
+    batch, skipped = encode_usable_pairs(pairs, loaded.tokenizer, n_ctx)
+    if batch is None:
+        return {"task": label, "n": 0, "loss": None, "accuracy": None, "skipped": skipped}
+    metrics = evaluate_task(loaded.model, batch, batch_size)
+    return {"task": label, **metrics, "skipped": skipped}
+
+
+def print_table(rows: list[dict], data: str, checkpoint: Path) -> None:
+    click.echo(f"{checkpoint}, {data}")
+    click.echo(LOSS_MEANING)
+    width = max(len("task"), *(len(row["task"]) for row in rows))
+    click.echo(f"{'task':<{width}}  {'pairs':>5}  {'loss':>7}  {'accuracy':>8}  skipped pairs")
+    for row in rows:
+        skipped = sum(row["skipped"].values())
+        reasons = ", ".join(
+            f"{count} {reason}" for reason, count in row["skipped"].items() if count
+        )
+        loss = "-" if row["loss"] is None else f"{row['loss']:.4f}"
+        accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
+        click.echo(
+            f"{row['task']:<{width}}  {row['n']:>5}  {loss:>7}  {accuracy:>8}  {skipped}"
+            + (f" ({reasons})" if reasons else "")
+        )
+    scored = [row for row in rows if row["n"]]
+    if len(scored) > 1:
+        mean_loss = sum(row["loss"] for row in scored) / len(scored)
+        mean_accuracy = sum(row["accuracy"] for row in scored) / len(scored)
+        click.echo(
+            f"{'mean of ' + str(len(scored)):<{width}}  {'':>5}  {mean_loss:>7.4f}  "
+            f"{mean_accuracy:>8.3f}"
+        )

@@ -1,0 +1,57 @@
+"""Task loss and accuracy (spec section 4).
+
+The task loss of one prompt is -log p(correct) with the softmax restricted to the two candidate
+tokens (the prompt's own answer and its partner's), at the prompt's last position. It is reported
+per sequence: the original release stored the sum over A and B, twice this value.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sparsecircuits.model import GPT
+from sparsecircuits.tasks.pairs import TaskBatch
+
+
+def candidate_logits(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    """[2n, 2]: the (correct, wrong) logits at each prompt's last position.
+
+    `logits` is either the model output [2n, T, V] or already the last positions [2n, V].
+    """
+    if logits.dim() == 3:
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        logits = logits[rows, batch.last.to(logits.device)]
+    candidates = torch.stack([batch.correct, batch.wrong], dim=1).to(logits.device)
+    return logits.gather(1, candidates)
+
+
+def task_losses(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    """[2n] per-sequence loss -log softmax([correct, wrong])[correct], in nats."""
+    pair_logits = candidate_logits(logits, batch).float()
+    # -log(e^c / (e^c + e^w)) = softplus(w - c), without forming the softmax.
+    return F.softplus(pair_logits[:, 1] - pair_logits[:, 0])
+
+
+def task_accuracy(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    """[2n] 1.0 where the correct token's logit beats the wrong one's, else 0.0."""
+    pair_logits = candidate_logits(logits, batch)
+    return (pair_logits[:, 0] > pair_logits[:, 1]).float()
+
+
+def evaluate_task(model: GPT, batch: TaskBatch, batch_size: int = 64) -> dict:
+    """Mean per-sequence task loss (nats) and accuracy over all pairs, `batch_size` pairs at a
+    time. "n" counts pairs; each pair contributes two sequences to the means."""
+    device = next(model.parameters()).device
+    losses, correct = [], []
+    with torch.no_grad():
+        for start in range(0, batch.n_pairs, batch_size):
+            chunk = batch.subset(slice(start, start + batch_size)).trimmed().to(device)
+            logits = model(chunk.tokens, logits_at=chunk.last)  # [2 * pairs, vocab]
+            losses.append(task_losses(logits, chunk).cpu())
+            correct.append(task_accuracy(logits, chunk).cpu())
+    return {
+        "n": batch.n_pairs,
+        "loss": torch.cat(losses).mean().item(),
+        "accuracy": torch.cat(correct).mean().item(),
+    }

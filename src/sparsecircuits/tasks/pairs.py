@@ -1,0 +1,211 @@
+"""Task pairs as text, on disk (JSONL) and as a batch of token ids.
+
+A pair is two prompts that differ minimally; each has one correct continuation, and each
+prompt's correct continuation is the other prompt's wrong one. The model is only ever asked about
+the first token of a continuation, so encoding a pair means finding that token: the first token
+after the prompt in the tokenisation of prompt + answer. Byte-level BPE can merge across the
+prompt/answer boundary; such pairs (and pairs whose two answers start with the same token, or
+whose prompts do not fit the model's context) are skipped and counted, never silently altered.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from sparsecircuits.data import CodeTokenizer
+from sparsecircuits.errors import UserError
+
+PAIR_KEYS = ("prompt_a", "prompt_b", "answer_a", "answer_b")
+SKIP_REASONS = ("not_prefix", "same_answer", "too_long")
+
+
+@dataclass(frozen=True)
+class TaskPair:
+    """Two minimally different prompts and the correct continuation text of each."""
+
+    prompt_a: str
+    prompt_b: str
+    answer_a: str
+    answer_b: str
+
+    def __post_init__(self) -> None:
+        for key in PAIR_KEYS:
+            value = getattr(self, key)
+            if not isinstance(value, str) or not value:
+                raise UserError(f"TaskPair.{key} must be a non-empty string, got {value!r}")
+
+
+@dataclass
+class TaskBatch:
+    """Encoded pairs: rows 0..n-1 are the A prompts, rows n..2n-1 the B prompts, same order."""
+
+    tokens: torch.Tensor  # [2n, T] int64, right-padded with EOT
+    last: torch.Tensor  # [2n] position of each prompt's last token
+    correct: torch.Tensor  # [2n] the answer token of each prompt
+    wrong: torch.Tensor  # [2n] the answer token of the other prompt of its pair
+    n_pairs: int
+
+    def subset(self, index: torch.Tensor | range | list[int] | slice | int) -> TaskBatch:
+        """The pairs at `index`, A and B rows together. `index` holds pair numbers (a tensor,
+        range or list), or is a slice, one number, or a boolean mask tensor over the pairs."""
+        if isinstance(index, range | list | tuple):
+            index = torch.tensor(list(index), dtype=torch.int64)
+        elif isinstance(index, torch.Tensor):
+            index = index.cpu()
+        pairs = torch.arange(self.n_pairs)[index].reshape(-1)
+        rows = torch.cat([pairs, pairs + self.n_pairs])
+        return TaskBatch(
+            tokens=self.tokens[rows],
+            last=self.last[rows],
+            correct=self.correct[rows],
+            wrong=self.wrong[rows],
+            n_pairs=len(pairs),
+        )
+
+    def trimmed(self) -> TaskBatch:
+        """The same batch without padding columns that no prompt reaches."""
+        width = int(self.last.max()) + 1 if self.n_pairs else 0
+        return TaskBatch(self.tokens[:, :width], self.last, self.correct, self.wrong, self.n_pairs)
+
+    def to(self, device: torch.device | str) -> TaskBatch:
+        return TaskBatch(
+            tokens=self.tokens.to(device),
+            last=self.last.to(device),
+            correct=self.correct.to(device),
+            wrong=self.wrong.to(device),
+            n_pairs=self.n_pairs,
+        )
+
+
+@dataclass
+class EncodedTask:
+    """The usable pairs as a batch, and how many pairs were skipped for each reason."""
+
+    batch: TaskBatch
+    skipped: dict[str, int]
+
+
+def answer_token(prompt_ids: list[int], full_ids: list[int]) -> int | None:
+    """The first token after the prompt in tokenize(prompt + answer), or None when the prompt's
+    own tokens are not a prefix of it (BPE merged across the boundary) or nothing follows."""
+    n = len(prompt_ids)
+    if len(full_ids) <= n or full_ids[:n] != prompt_ids:
+        return None
+    return full_ids[n]
+
+
+def encode_pairs(pairs: list[TaskPair], tokenizer: CodeTokenizer, n_ctx: int) -> EncodedTask:
+    """Tokenise the pairs the model can be asked about; count the rest by reason."""
+    batch, skipped = encode_usable_pairs(pairs, tokenizer, n_ctx)
+    if batch is None:
+        raise UserError(describe_skips(len(pairs), skipped, n_ctx))
+    return EncodedTask(batch, skipped)
+
+
+def encode_usable_pairs(
+    pairs: list[TaskPair], tokenizer: CodeTokenizer, n_ctx: int
+) -> tuple[TaskBatch | None, dict[str, int]]:
+    """As encode_pairs, but None instead of an error when no pair is usable."""
+    if not pairs:
+        raise UserError("no task pairs to encode")
+    texts = []
+    for pair in pairs:
+        texts += [pair.prompt_a, pair.prompt_a + pair.answer_a]
+        texts += [pair.prompt_b, pair.prompt_b + pair.answer_b]
+    ids = tokenizer.encode_batch(texts)
+    skipped = dict.fromkeys(SKIP_REASONS, 0)
+    prompts_a, prompts_b, answers_a, answers_b = [], [], [], []
+    for i in range(len(pairs)):
+        prompt_a, full_a, prompt_b, full_b = ids[4 * i : 4 * i + 4]
+        answer_a = answer_token(prompt_a, full_a)
+        answer_b = answer_token(prompt_b, full_b)
+        if answer_a is None or answer_b is None:
+            skipped["not_prefix"] += 1
+        elif answer_a == answer_b:
+            skipped["same_answer"] += 1
+        elif max(len(prompt_a), len(prompt_b)) > n_ctx:
+            skipped["too_long"] += 1
+        else:
+            prompts_a.append(prompt_a)
+            prompts_b.append(prompt_b)
+            answers_a.append(answer_a)
+            answers_b.append(answer_b)
+    if not prompts_a:
+        return None, skipped
+    return pad_batch(prompts_a + prompts_b, answers_a, answers_b, tokenizer.eot_id), skipped
+
+
+def describe_skips(n_pairs: int, skipped: dict[str, int], n_ctx: int) -> str:
+    return (
+        f"none of {n_pairs} pairs is usable: {skipped['not_prefix']} have an answer that does not "
+        f"start at a token boundary, {skipped['same_answer']} have the same answer token for A "
+        f"and B, {skipped['too_long']} have a prompt longer than n_ctx {n_ctx} tokens"
+    )
+
+
+def pad_batch(
+    prompts: list[list[int]], answers_a: list[int], answers_b: list[int], pad_id: int
+) -> TaskBatch:
+    # Right padding is harmless: causal attention never lets a prompt's last token see it.
+    width = max(len(prompt) for prompt in prompts)
+    tokens = torch.full((len(prompts), width), pad_id, dtype=torch.int64)
+    for row, prompt in enumerate(prompts):
+        tokens[row, : len(prompt)] = torch.tensor(prompt, dtype=torch.int64)
+    return TaskBatch(
+        tokens=tokens,
+        last=torch.tensor([len(prompt) - 1 for prompt in prompts], dtype=torch.int64),
+        correct=torch.tensor(answers_a + answers_b, dtype=torch.int64),
+        wrong=torch.tensor(answers_b + answers_a, dtype=torch.int64),
+        n_pairs=len(answers_a),
+    )
+
+
+def read_pairs_jsonl(path: str | Path) -> list[TaskPair]:
+    """Pairs from a JSONL file: one object per line with the four keys; blank lines ignored."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"pairs file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read pairs file {path}: {error}") from None
+    pairs, bad_lines = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        pair = parse_pair(line)
+        if pair is None:
+            bad_lines.append(number)
+        else:
+            pairs.append(pair)
+    if bad_lines:
+        raise UserError(
+            f"{path.name}: malformed lines {', '.join(map(str, bad_lines))} "
+            f"(need {', '.join(PAIR_KEYS)} as non-empty strings)"
+        )
+    if not pairs:
+        raise UserError(f"{path.name}: no pairs (the file is empty)")
+    return pairs
+
+
+def parse_pair(line: str) -> TaskPair | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(record, dict) or not all(key in record for key in PAIR_KEYS):
+        return None
+    try:
+        return TaskPair(**{key: record[key] for key in PAIR_KEYS})
+    except UserError:
+        return None
+
+
+def write_pairs_jsonl(pairs: list[TaskPair], path: str | Path) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for pair in pairs:
+            handle.write(json.dumps(asdict(pair)) + "\n")

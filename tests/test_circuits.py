@@ -1,0 +1,140 @@
+import json
+import math
+
+import pytest
+import torch
+
+from sparsecircuits.circuits.edges import circuit_edges
+from sparsecircuits.circuits.masks import NodeMasks, fixed_mask_hooks, heaviside
+from sparsecircuits.circuits.nodes import compute_mean_activations, node_groups
+from sparsecircuits.circuits.prune import fit_calibration, margin_loss, smallest_k_meeting_target
+from sparsecircuits.model import GPT, GPTConfig
+from sparsecircuits.train.weight_sparsity import project_to_density
+
+
+def make_model(**options) -> GPT:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, d_model=32, n_ctx=16, vocab_size=50, **options))
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    return model
+
+
+TOKENS = torch.randint(0, 50, (4, 16), generator=torch.Generator().manual_seed(3))
+
+
+def test_heaviside_steps_forward_and_uses_the_sigmoid_slope_backward():
+    tau = torch.tensor([-0.5, 0.0, 0.3], requires_grad=True)
+    out = heaviside(tau, temperature=1.0)
+    assert out.tolist() == [0.0, 0.0, 1.0]
+    out.sum().backward()
+    sigmoid = torch.sigmoid(tau.detach())
+    torch.testing.assert_close(tau.grad, sigmoid * (1 - sigmoid))
+
+
+def test_node_groups_cover_every_prunable_site():
+    config = GPTConfig(n_layer=2, d_model=32, n_ctx=16, vocab_size=50)
+    groups = node_groups(config)
+    assert len(groups) == 2 * 8 + 1
+    assert sum(g.width for g in groups) == 2 * (7 * 32 + 128) + 32
+    model = GPT(config)
+    assert all(g.hook in model.hook_names for g in groups)
+
+
+def test_keeping_every_node_leaves_the_model_unchanged_and_dropping_all_uses_the_means():
+    model = make_model(afrac=0.5)
+    groups = node_groups(model.config)
+    means = compute_mean_activations(model, [TOKENS], groups)
+    total = sum(g.width for g in groups)
+    plain = model(TOKENS)
+    with model.hooks(fixed_mask_hooks(groups, torch.ones(total, dtype=torch.bool), means)):
+        kept = model(TOKENS)
+    torch.testing.assert_close(kept, plain)
+    with model.hooks(fixed_mask_hooks(groups, torch.zeros(total, dtype=torch.bool), means)):
+        ablated = model(TOKENS)
+    # With every node replaced by a constant, the output no longer depends on the input.
+    torch.testing.assert_close(ablated[0], ablated[1])
+    expected = model.lm_head(means["hook_final_norm"])
+    torch.testing.assert_close(ablated[0, 0], expected)
+
+
+def test_mean_activations_are_the_mean_over_positions_and_sequences():
+    model = make_model()
+    groups = node_groups(model.config)
+    means = compute_mean_activations(model, [TOKENS[:2], TOKENS[2:]], groups)
+    _, cache = model.run_with_cache(TOKENS, ["blocks.1.mlp.hook_post", "blocks.0.attn.hook_k"])
+    torch.testing.assert_close(
+        means["blocks.1.mlp.hook_post"], cache["blocks.1.mlp.hook_post"].mean(dim=(0, 1))
+    )
+    torch.testing.assert_close(
+        means["blocks.0.attn.hook_k"], cache["blocks.0.attn.hook_k"].flatten(2).mean(dim=(0, 1))
+    )
+
+
+def test_training_masks_receive_gradients_through_the_surrogate():
+    model = make_model()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    groups = node_groups(model.config)
+    means = compute_mean_activations(model, [TOKENS], groups)
+    masks = NodeMasks(groups, means, generator=torch.Generator().manual_seed(0))
+    assert int(masks.active_count()) == sum(g.width for g in groups)
+    with model.hooks(masks.hooks()):
+        loss = model(TOKENS)[:, -1, 3].sum() + 1e-3 * masks.active_count()
+    loss.backward()
+    assert all(tau.grad is not None and tau.grad.abs().sum() > 0 for tau in masks.tau)
+
+
+def test_edges_are_nonzero_weights_between_kept_nodes():
+    model = make_model()
+    project_to_density(model, 0.25)
+    groups = node_groups(model.config)
+    total = sum(g.width for g in groups)
+    keep = torch.zeros(total, dtype=torch.bool)
+    offsets, start = {}, 0
+    for g in groups:
+        offsets[(g.layer, g.kind)] = start
+        start += g.width
+    mlp_in, neurons, mlp_out = ([0, 1, 2, 3, 4, 5], [7, 8, 9], [10, 11])
+    for kind, indices in (("mlp_in", mlp_in), ("mlp_neuron", neurons), ("mlp_out", mlp_out)):
+        for i in indices:
+            keep[offsets[(1, kind)] + i] = True
+    fc, proj = model.blocks[1].mlp.fc.weight, model.blocks[1].mlp.proj.weight
+    expected = int((fc[neurons][:, mlp_in] != 0).sum() + (proj[mlp_out][:, neurons] != 0).sum())
+    edges = circuit_edges(model, groups, keep)
+    assert len(edges) == expected
+    for edge in edges:
+        assert edge.weight != 0
+        assert edge.source.startswith("1.") and edge.target.startswith("1.")
+
+
+def test_the_k_search_finds_the_smallest_k_despite_a_non_monotone_loss():
+    # Loss meets 0.15 from k = 37 to 60, fails again up to 500, and meets it from 501.
+    def loss(k: int) -> float:
+        return 0.1 if 37 <= k <= 60 or k > 500 else 0.4
+
+    assert smallest_k_meeting_target(loss, total=4000, target_loss=0.15) == 37
+    assert smallest_k_meeting_target(lambda k: 0.5 - k / 10000, 4000, 0.01) == 4000
+
+
+def test_calibration_removes_a_constant_bias_toward_one_answer():
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    n = 200
+    correct = torch.tensor([5] * n + [9] * n)
+    wrong = torch.tensor([9] * n + [5] * n)
+    signal = 1.0 + 1.5 * torch.randn(2 * n)
+    # The circuit prefers token 5 by 3 logits whatever the prompt: B prompts look wrong.
+    margin = signal + torch.where(correct == 5, 3.0, -3.0)
+    batch = SimpleNamespace(correct=correct, wrong=wrong)
+    before = float(margin_loss(margin).mean())
+    calibration = fit_calibration(margin, batch)
+    after = float(margin_loss(calibration.apply(margin, batch)).mean())
+    assert before > 1.0 and after < 0.5 * before
+    bias = (calibration.shift[5] - calibration.shift[9]) / calibration.scale
+    assert math.isclose(bias, -3.0, abs_tol=0.7)
+    assert json.loads(json.dumps(calibration.to_dict()))["scale"] == pytest.approx(
+        calibration.scale
+    )
