@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -37,18 +36,6 @@ SPEC_TASKS = {
     "if_equals", "enumerate_range", "var_if", "while_return_true",
 }  # fmt: skip
 N_PAIRS = 48  # per task: enough to see a skip rate, cheap enough for all 20 tasks
-
-
-@pytest.fixture(scope="module")
-def stdlib_tokenizer() -> CodeTokenizer:
-    """A 2048-token BPE trained on ~3 MB of the real standard library (about 2 s)."""
-    texts, size = [], 0
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
-        texts.append(path.read_text(encoding="utf-8", errors="replace"))
-        size += len(texts[-1])
-        if size > 3_000_000:
-            break
-    return CodeTokenizer.train(texts, vocab_size=2048)
 
 
 @pytest.fixture(scope="module")

@@ -193,6 +193,86 @@ def demo(out: Path, tokens: int, data: str, quiet: bool) -> None:
     click.echo(f"report: {report} ({time.perf_counter() - started:.0f} s in all)")
 
 
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="New model folder.")
+def export(run: Path, out: Path) -> None:
+    """Copy a run's latest checkpoint into a small, self-describing model folder.
+
+    Weights only (no optimizer state), mostly-zero tensors packed, plus README.md with the
+    exact `sparsecircuits train` command that reproduces the run.
+    """
+    import shutil
+
+    from sparsecircuits.train import load_run, resolve_checkpoint
+    from sparsecircuits.train.checkpoint import write_json_atomic
+    from sparsecircuits.train.summary import summarize_run
+    from sparsecircuits.train.weights_file import save_weights
+
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty; choose a new folder")
+    loaded = load_run(run)
+    staging = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    save_weights(loaded.model.state_dict(), staging / "model.safetensors")
+    loaded.tokenizer.save(staging / "tokenizer.json")
+    write_json_atomic(staging / "config.json", loaded.config)
+    write_json_atomic(staging / "trainer_state.json", loaded.state)
+    for extra in ("metrics.jsonl", "loss.png"):
+        source = resolve_checkpoint(run).parent.parent / extra
+        if source.is_file():
+            shutil.copy(source, staging / extra)
+    summary = summarize_run(loaded)
+    (staging / "README.md").write_text(model_readme(out.name, summary))
+    if out.exists():
+        out.rmdir()
+    staging.rename(out)
+    size = sum(file.stat().st_size for file in out.iterdir())
+    click.echo(f"wrote {out} ({size / 1e6:.1f} MB)")
+
+
+def train_command(config: dict, out: str) -> str:
+    """The `sparsecircuits train` command line that reproduces a run's saved config."""
+    from sparsecircuits.train import preset_configs
+
+    preset = config["train"].get("preset", "custom")
+    base_model, base_train = preset_configs(preset if preset != "custom" else "small")
+    base = {"model": base_model.to_dict(), "train": base_train.to_dict()}
+    words = ["sparsecircuits", "train", "--preset", base["train"]["preset"]]
+    for flag, (section, field) in TRAIN_FLAGS.items():
+        value = config[section].get(field)
+        if flag in RESUME_MAY_CHANGE or value is None or value == base[section].get(field):
+            continue
+        option = "--" + flag.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(option if value else option.replace("--", "--no-", 1))
+        else:
+            words += [option, str(value)]
+    return " ".join([*words, "--out", out])
+
+
+def model_readme(name: str, summary: dict) -> str:
+    config = summary["config"]
+    return "\n".join(
+        [
+            f"# {name}",
+            "",
+            f"- validation loss: {summary['val_loss']:.4f} nats/token",
+            f"- parameters: {summary['total_params']:,} total, "
+            f"{summary['nonzero_params']:,} nonzero (density {summary['density']:.4f})",
+            f"- trained: {summary['tokens_trained']:,} tokens ({summary['steps']} steps)",
+            "",
+            "Reproduce (the full configuration is in config.json):",
+            "",
+            "```",
+            train_command(config, f"runs/{name}"),
+            "```",
+            "",
+        ]
+    )
+
+
 def register_stage_commands() -> None:
     """Commands of the later pipeline stages live beside their code."""
     from sparsecircuits.circuits.commands import circuit, frontier, prune

@@ -165,7 +165,8 @@ def circuit_draw(circuit_file: Path, out: Path, run: Path | None) -> None:
 @click.option("--tasks", "task_names", required=True, help="Comma-separated task names.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="PNG plot.")
 @click.option("--target-loss", default=0.15, show_default=True, type=float)
-@click.option("--sweep", default=2, show_default=True)
+@click.option("--sweep", default=2, show_default=True, help="Settings tried per task.")
+@click.option("--steps", default=300, show_default=True, help="Mask-training steps per setting.")
 @click.option("--json", "as_json", is_flag=True)
 def frontier(
     runs: tuple[Path, ...],
@@ -173,6 +174,7 @@ def frontier(
     out: Path,
     target_loss: float,
     sweep: int,
+    steps: int,
     as_json: bool,
 ) -> None:
     """Validation loss against circuit size (geometric mean of edges) for each checkpoint."""
@@ -183,6 +185,7 @@ def frontier(
         [t.strip() for t in task_names.split(",") if t.strip()],
         target_loss,
         sweep,
+        steps,
         log=log_to_stderr,
     )
     plot_frontier(points, out)

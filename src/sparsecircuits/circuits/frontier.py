@@ -36,6 +36,7 @@ def measure_frontier(
     tasks: list[str],
     target_loss: float,
     sweep: int,
+    steps: int = PruneConfig.steps,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     points = []
@@ -45,7 +46,7 @@ def measure_frontier(
         edges: dict[str, int | None] = {}
         for task in tasks:
             name, train, heldout, test = task_batches(run, task, None)
-            config = PruneConfig(target_loss=target_loss)
+            config = PruneConfig(target_loss=target_loss, steps=steps)
             try:
                 outcome = prune_to_target_loss(
                     run, name, train, heldout, test, config, DEFAULT_SWEEP[: max(1, sweep)], log=log

@@ -43,7 +43,7 @@ def blend_hook(group: NodeGroup, keep: torch.Tensor, replacement: torch.Tensor) 
     def apply(x: torch.Tensor, hook: object) -> torch.Tensor:
         shape = x.shape
         flat = x.flatten(-2) if group.kind in ("q", "k", "v") else x
-        mixed = flat * keep + replacement * (1 - keep)
+        mixed = torch.lerp(replacement.to(flat.dtype), flat, keep)  # one fused op
         return mixed.view(shape)
 
     return apply

@@ -71,7 +71,8 @@ def answer_margins(
     with model.hooks(hooks):
         for start in range(0, batch.tokens.shape[0], chunk):
             rows = slice(start, start + chunk)
-            logits = model(batch.tokens[rows], logits_at=batch.last[rows])
+            width = int(batch.last[rows].max()) + 1  # later columns cannot change the answer
+            logits = model(batch.tokens[rows, :width], logits_at=batch.last[rows])
             correct = logits.gather(1, batch.correct[rows].unsqueeze(1)).squeeze(1)
             wrong = logits.gather(1, batch.wrong[rows].unsqueeze(1)).squeeze(1)
             margins.append(correct - wrong)
@@ -130,7 +131,7 @@ def train_node_masks(
         pairs = torch.randint(
             0, batch.n_pairs, (min(config.batch_pairs, batch.n_pairs),), generator=generator
         )
-        sample = batch.subset(pairs)
+        sample = batch.subset(pairs).trimmed()
         task_loss = margin_loss(answer_margins(model, sample, masks.hooks())).mean()
         active = masks.active_count()
         loss = task_loss + config.k_coef * active
@@ -140,7 +141,9 @@ def train_node_masks(
         schedule.step()
         masks.clamp_()
         if step % 25 == 0 or step == config.steps - 1:
-            history.append({"step": step, "task_loss": float(task_loss), "active": int(active)})
+            history.append(
+                {"step": step, "task_loss": task_loss.item(), "active": int(active.detach())}
+            )
     return masks, history
 
 

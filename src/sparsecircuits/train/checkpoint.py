@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.errors import UserError
 from sparsecircuits.model import GPT, GPTConfig
+from sparsecircuits.train.weights_file import load_weights, save_weights
 
 LATEST = "LATEST"
 CHECKPOINTS = "checkpoints"
@@ -70,8 +71,7 @@ def save_checkpoint(
     staging = checkpoints / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    weights = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    save_file(weights, staging / "model.safetensors")
+    save_weights(model.state_dict(), staging / "model.safetensors")
     tokenizer.save(staging / "tokenizer.json")
     write_json_atomic(staging / "config.json", config)
     write_json_atomic(staging / "trainer_state.json", state)
@@ -115,7 +115,7 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     folder = resolve_checkpoint(path)
     config = read_json(folder / "config.json")
     model = GPT(GPTConfig.from_dict(config["model"]))
-    weights = read_safetensors(folder / "model.safetensors")
+    weights = load_weights(folder / "model.safetensors")
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise UserError(

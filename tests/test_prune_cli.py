@@ -1,0 +1,128 @@
+"""`prune`, `circuit eval`, `circuit draw` and `frontier` end to end, on a model that does a task.
+
+The model is tiny and taught the quote task directly (a few seconds), so pruning has a real
+behaviour to find; the shipped reference models are measured in the README, not here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cli_runner import run_cli
+from sparsecircuits.circuits.prune import answer_margins, margin_loss
+from sparsecircuits.data import CodeTokenizer
+from sparsecircuits.model import GPT, GPTConfig
+from sparsecircuits.tasks import encode_pairs, task_pairs, write_pairs_jsonl
+from sparsecircuits.train import project_to_density, save_checkpoint
+
+TASK = "single_double_quote"
+LOSS_FIELDS = ("circuit_loss", "full_model_loss", "ablated_circuit_loss", "random_circuit_loss")
+
+
+@pytest.fixture(scope="module")
+def quote_run(
+    tmp_path_factory: pytest.TempPathFactory, stdlib_tokenizer: CodeTokenizer, corpus_dir: Path
+) -> Path:
+    """A 2-layer weight-sparse model trained on quote pairs until it closes strings well."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=2048, n_layer=2, d_model=32, n_ctx=128))
+    batch = encode_pairs(task_pairs(TASK, "train", 256, seed=7), stdlib_tokenizer, 128).batch
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(120):
+        rows = torch.arange(step * 32, step * 32 + 32) % batch.n_pairs
+        loss = margin_loss(answer_margins(model, batch.subset(rows))).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        project_to_density(model, 0.25)
+    run_dir = tmp_path_factory.mktemp("quote") / "run"
+    config = {"model": model.config.to_dict(), "train": {"data": str(corpus_dir)}, "data": {}}
+    save_checkpoint(run_dir, model.eval(), stdlib_tokenizer, config, {"step": 120, "val_loss": 6.5})
+    return run_dir
+
+
+def test_prune_finds_a_small_sufficient_and_necessary_circuit(
+    quote_run: Path, tmp_path: Path
+) -> None:
+    circuit_file = tmp_path / "quote.json"
+    arguments = ["prune", str(quote_run), "--task", TASK, "--target-loss", "0.3"]
+    result = run_cli(
+        *arguments, "--steps", "150", "--sweep", "2", "--out", str(circuit_file), "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["task"] == TASK
+    assert summary["full_model_loss"] < 0.3
+    total_nodes = 2 * (7 * 32 + 128) + 32
+    assert 0 < summary["nodes"] < total_nodes / 4
+    assert summary["circuit_loss"] < 0.45  # target met on held-out pairs, checked on test pairs
+    assert summary["ablated_circuit_loss"] > summary["circuit_loss"] + 0.1
+    assert summary["random_circuit_loss"] > summary["circuit_loss"] + 0.1
+    record = json.loads(circuit_file.read_text())
+    assert record["task"] == TASK and record["target_loss"] == 0.3
+    assert len(record["nodes"]) == summary["nodes"] and len(record["edges"]) == summary["edges"]
+
+    evaluated = run_cli(
+        "circuit", "eval", str(circuit_file), str(quote_run), "--task", TASK, "--json"
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    again = json.loads(evaluated.stdout)
+    assert again["model_matches"] and again["nodes"] == summary["nodes"]
+    assert all(0 <= again[field] < 5 for field in LOSS_FIELDS)
+
+    for suffix in (".html", ".svg"):
+        drawing = tmp_path / f"quote{suffix}"
+        drawn = run_cli("circuit", "draw", str(circuit_file), "--out", str(drawing))
+        assert drawn.returncode == 0, drawn.stderr
+        text = drawing.read_text()
+        assert "<svg" in text and text.count("<circle") >= summary["nodes"] - 1
+
+
+def test_prune_says_when_the_target_cannot_be_met(quote_run: Path) -> None:
+    # The model was only taught quotes: on `var_if` no circuit beats chance (~0.69).
+    arguments = ["prune", str(quote_run), "--task", "var_if", "--target-loss", "0.3"]
+    result = run_cli(*arguments, "--steps", "20", "--sweep", "1")
+    assert result.returncode == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: no circuit of var_if reached target loss 0.3")
+    assert "best held-out loss" in error and "Traceback" not in result.stderr
+
+
+def test_prune_rejects_bad_input_in_one_line(quote_run: Path, tmp_path: Path) -> None:
+    bad_pairs = tmp_path / "bad.jsonl"
+    write_pairs_jsonl(task_pairs("var_if", "test", 4), bad_pairs)
+    bad_pairs.write_text(bad_pairs.read_text() + "{oops\n")
+    cases = {
+        ("--task", "no_such_task"): "unknown task",
+        ("--pairs", str(bad_pairs)): "malformed lines 5",
+        (): "exactly one of --task",
+    }
+    for extra, message in cases.items():
+        result = run_cli("prune", str(quote_run), *extra)
+        assert result.returncode == 2, (extra, result.stderr)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_prune_accepts_a_users_own_pairs(quote_run: Path, tmp_path: Path) -> None:
+    pairs_file = tmp_path / "my_quotes.jsonl"
+    write_pairs_jsonl(task_pairs(TASK, "test", 64, seed=3), pairs_file)
+    arguments = ["prune", str(quote_run), "--pairs", str(pairs_file), "--target-loss", "0.4"]
+    result = run_cli(*arguments, "--steps", "60", "--sweep", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["task"] == "my_quotes" and summary["nodes"] > 0
+
+
+def test_frontier_plots_each_run(quote_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "frontier.png"
+    arguments = ["frontier", str(quote_run), "--tasks", TASK, "--out", str(out)]
+    result = run_cli(*arguments, "--target-loss", "0.3", "--sweep", "1", "--steps", "60", "--json")
+    assert result.returncode == 0, result.stderr
+    (point,) = json.loads(result.stdout)
+    assert point["val_loss"] == 6.5 and point["edges"][TASK] > 0
+    assert point["edges_geomean"] is not None and point["edges_geomean"] >= 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
