@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 
@@ -27,9 +28,17 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per model")
     parser.add_argument("--density", type=float, default=1 / 16)
+    parser.add_argument("--d-model", type=int, help="override the preset's width")
+    parser.add_argument("--n-ctx", type=int, help="override the preset's context")
+    parser.add_argument("--afrac", type=float, help="AbsTopK kept fraction (default: preset's)")
     args = parser.parse_args()
 
     model_config, config = preset_configs(args.preset)
+    overrides = {"d_model": args.d_model, "n_ctx": args.n_ctx, "afrac": args.afrac}
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if "d_model" in overrides:
+        overrides["d_mlp"] = 4 * overrides["d_model"]
+    model_config = replace(model_config, **overrides)
     single = ProcessGroup(0, 1, 0)
     no_autocast = torch.autocast("cpu", enabled=False)
     generator = torch.Generator().manual_seed(0)
@@ -61,6 +70,7 @@ def main() -> None:
     tokens = config.batch_size * model_config.n_ctx
     print(
         f"preset {args.preset}: {model_config.n_layer} layers, d_model {model_config.d_model}, "
+        f"afrac {model_config.afrac}, "
         f"batch {config.batch_size} x {model_config.n_ctx} tokens, "
         f"{torch.get_num_threads()} threads, {args.steps} timed steps each"
     )

@@ -126,3 +126,20 @@ def test_frontier_plots_each_run(quote_run: Path, tmp_path: Path) -> None:
     assert point["val_loss"] == 6.5 and point["edges"][TASK] > 0
     assert point["edges_geomean"] is not None and point["edges_geomean"] >= 0
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_shows_the_circuit_in_a_browser(
+    quote_run: Path, tiny_run: Path, tmp_path: Path
+) -> None:
+    from browser import rendered_dom
+    from sparsecircuits.cli import demo_circuit
+    from sparsecircuits.report import write_run_report
+
+    circuit = demo_circuit(quote_run, tmp_path, steps=60, sweep=1)
+    report = write_run_report(tiny_run, tmp_path / "report.html", circuit=circuit)
+    dom = rendered_dom(report)
+    nodes = circuit["record"]["metrics"]["nodes"]
+    assert f"<code>{TASK}</code>" in dom and dom.count('class="node"') == nodes
+    assert "ablated circuit loss" in dom and "random circuit loss" in dom
+    page = rendered_dom(tmp_path / "circuit.html")
+    assert page.count('class="node"') == nodes and "<script" not in page

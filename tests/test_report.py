@@ -17,10 +17,11 @@ def test_demo_command_trains_and_writes_its_report(tmp_path, corpus_dir):
 
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--tokens", "16384", "--data", str(corpus_dir), "--quiet"]
+    args += ["--circuit-model", str(tmp_path / "no-model")]
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr
     assert (out / "report.html").is_file()
-    assert "report:" in result.stdout
+    assert "report:" in result.stdout and "skipping the circuit" in result.stdout
     # A second demo reuses the finished run instead of training again.
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr

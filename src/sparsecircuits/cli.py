@@ -160,13 +160,23 @@ def info(run: Path, as_json: bool) -> None:
     )
 
 
+REFERENCE_SPARSE = Path("models/reference-sparse")
+
+
 @cli.command()
 @click.option("--out", default="runs/demo", show_default=True, type=click.Path(path_type=Path))
 @click.option("--tokens", default=3_000_000, show_default=True, help="Training token budget.")
 @click.option("--data", default="stdlib", show_default=True, help="Corpus, as for train.")
+@click.option(
+    "--circuit-model",
+    default=REFERENCE_SPARSE,
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Model whose quote-closing circuit the report shows (skipped if missing).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def demo(out: Path, tokens: int, data: str, quiet: bool) -> None:
-    """The main job: train a small weight-sparse model and write an HTML report."""
+def demo(out: Path, tokens: int, data: str, circuit_model: Path, quiet: bool) -> None:
+    """The main job: train a small weight-sparse model, prune a circuit, write an HTML report."""
     import time
 
     from sparsecircuits.report import write_run_report
@@ -178,7 +188,7 @@ def demo(out: Path, tokens: int, data: str, quiet: bool) -> None:
     flags = {"data": data} if not resume else {}
     model_config, train_config = build_train_configs("small", out, resume, tokens, flags)
     click.echo(
-        f"[1/2] training a small weight-sparse model on {data} ({tokens:,} tokens)"
+        f"[1/3] training a small weight-sparse model on {data} ({tokens:,} tokens)"
         + (", resuming" if resume else "")
     )
     result = run_training(model_config, train_config, out, resume=resume, progress=not quiet)
@@ -186,11 +196,66 @@ def demo(out: Path, tokens: int, data: str, quiet: bool) -> None:
         f"      validation loss {result.val_loss:.4f} nats/token, "
         f"{result.tokens_per_second:,.0f} tokens/s"
     )
-    click.echo("[2/2] writing the report")
+    circuit = None
+    if circuit_model.exists():
+        click.echo(f"[2/3] pruning the quote-closing circuit of {circuit_model}")
+        circuit = demo_circuit(circuit_model, out)
+        metrics = circuit["record"]["metrics"]
+        click.echo(
+            f"      {metrics['nodes']} nodes, {metrics['edges']} edges, circuit loss "
+            f"{metrics['circuit_loss']:.4f} (ablated {metrics['ablated_circuit_loss']:.4f}, "
+            f"random {metrics['random_circuit_loss']:.4f}), {metrics['seconds']:.0f} s"
+        )
+    else:
+        click.echo(f"[2/3] no model at {circuit_model}: skipping the circuit")
+    click.echo("[3/3] writing the report")
     report = write_run_report(
-        out, out / "report.html", **{"demo wall time": f"{time.perf_counter() - started:.0f} s"}
+        out,
+        out / "report.html",
+        circuit=circuit,
+        **{"demo wall time": f"{time.perf_counter() - started:.0f} s"},
     )
     click.echo(f"report: {report} ({time.perf_counter() - started:.0f} s in all)")
+
+
+def demo_circuit(
+    model_path: Path, out: Path, task: str = "single_double_quote", steps: int = 300, sweep: int = 4
+) -> dict:
+    """Prune `task` in the model at `model_path`; write the circuit file and its page."""
+    from sparsecircuits.circuits import PruneConfig, node_groups, prune_to_target_loss
+    from sparsecircuits.circuits.circuit_file import outcome_to_record, write_circuit
+    from sparsecircuits.circuits.draw import circuit_svg, node_activations, write_drawing
+    from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP
+    from sparsecircuits.circuits.task_data import task_batches
+    from sparsecircuits.tasks import task_pairs
+    from sparsecircuits.train import load_run
+
+    loaded = load_run(model_path)
+    name, train, heldout, test = task_batches(loaded, task, None)
+    outcome = prune_to_target_loss(
+        loaded,
+        name,
+        train,
+        heldout,
+        test,
+        PruneConfig(steps=steps),
+        DEFAULT_SWEEP[:sweep],
+        log=lambda line: click.echo(f"      {line}"),
+    )
+    record = outcome_to_record(loaded, outcome)
+    write_circuit(record, out / "circuit.json")
+    prompts = [
+        text for pair in task_pairs(task, "test", 2) for text in (pair.prompt_a, pair.prompt_b)
+    ]
+    write_drawing(record, out / "circuit.html", loaded, prompts)
+    activations = node_activations(loaded, record, prompts)
+    total = sum(group.width for group in node_groups(loaded.model_config))
+    return {
+        "record": record,
+        "svg": circuit_svg(record, activations),
+        "page": "circuit.html",
+        "total_nodes": total,
+    }
 
 
 @cli.command()

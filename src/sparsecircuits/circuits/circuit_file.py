@@ -28,8 +28,12 @@ FORMAT = "sparsecircuits.circuit/1"
 
 
 def model_hash(run: Run) -> str:
-    digest = hashlib.sha256((run.path / "model.safetensors").read_bytes()).hexdigest()
-    return digest[:16]
+    """Hash of the weights themselves, so a re-saved or exported copy still matches."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(run.model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def outcome_to_record(run: Run, outcome: PruneOutcome) -> dict:

@@ -30,7 +30,8 @@ COLOURS = {
     "mlp_out": "#374151",
     "final_norm": "#111827",
 }
-SPACING, ROW_HEIGHT, MARGIN = 34, 58, 60
+SPACING, ROW_HEIGHT, MARGIN = 34, 58, 40
+LABEL_WIDTH, LEGEND_HEIGHT, LEGEND_WIDTH = 96, 30, 780
 
 
 @torch.no_grad()
@@ -50,60 +51,67 @@ def node_activations(run: Run, record: dict, prompts: list[str]) -> dict[str, li
     return values
 
 
+def row_of(node: dict) -> str:
+    return "qkv" if node["kind"] in ("q", "k", "v") else node["kind"]
+
+
+def used_rows(record: dict) -> list[tuple[int, str]]:
+    """(layer, row) pairs that hold a node, bottom (embedding side) to top (unembedding)."""
+    order = {row: i for i, row in enumerate((*ROW_KINDS, "final_norm"))}
+    rows = {(n["layer"], row_of(n)) for n in record["nodes"]}
+    return sorted(rows, key=lambda key: (key[0], order[key[1]]))
+
+
 def layout(record: dict) -> tuple[dict[str, tuple[float, float]], list[int], float, float]:
-    """Positions of every node, the residual channels drawn, and the canvas size."""
-    n_layer = record["model"]["n_layer"]
-    nodes = record["nodes"]
-    channels = sorted({n["index"] for n in nodes if n["kind"] in RESIDUAL_KINDS})
-    x_of_channel = {c: MARGIN + i * SPACING for i, c in enumerate(channels)}
-    rows: dict[tuple[int, str], list[dict]] = {}
-    for node in nodes:
-        row = "qkv" if node["kind"] in ("q", "k", "v") else node["kind"]
-        rows.setdefault((node["layer"], row), []).append(node)
-    widest = max([len(channels)] + [len(r) for r in rows.values()] + [4])
-    width = 2 * MARGIN + (widest - 1) * SPACING
-    n_rows = n_layer * len(ROW_KINDS) + 1
-    height = 2 * MARGIN + n_rows * ROW_HEIGHT
+    """Positions of every node, the residual channels drawn, and the canvas size.
 
-    def row_y(layer: int, row: str) -> float:
-        position = (
-            n_layer * len(ROW_KINDS)
-            if row == "final_norm"
-            else (layer * len(ROW_KINDS) + ROW_KINDS.index(row))
-        )
-        return height - MARGIN - position * ROW_HEIGHT
-
+    Only rows holding a node are drawn, so a circuit spread over a deep model stays compact.
+    """
+    channels = sorted({n["index"] for n in record["nodes"] if n["kind"] in RESIDUAL_KINDS})
+    x_of_channel = {c: LABEL_WIDTH + MARGIN + i * SPACING for i, c in enumerate(channels)}
+    rows = used_rows(record)
+    members: dict[tuple[int, str], list[dict]] = {row: [] for row in rows}
+    for node in record["nodes"]:
+        members[(node["layer"], row_of(node))].append(node)
+    widest = max([len(channels)] + [len(m) for m in members.values()] + [4])
+    width = max(LABEL_WIDTH + 2 * MARGIN + (widest - 1) * SPACING, LEGEND_WIDTH)
+    height = 2 * MARGIN + max(len(rows) - 1, 0) * ROW_HEIGHT
+    d_head = record["model"].get("d_head", 16)
     positions = {}
-    for (layer, row), members in rows.items():
-        y = row_y(layer, row)
-        if row in RESIDUAL_KINDS:
-            for node in members:
+    for position, row in enumerate(rows):
+        y = height - MARGIN - position * ROW_HEIGHT
+        if row[1] in RESIDUAL_KINDS:
+            for node in members[row]:
                 positions[node["id"]] = (x_of_channel[node["index"]], y)
             continue
         # q/k/v channels are grouped by head so a head's parts sit together.
-        d_head = record["model"].get("d_head", 16)
-        members.sort(
-            key=lambda n: (
-                n["index"] // d_head if row == "qkv" else 0,
-                "qkvm".find(n["kind"][0]),
-                n["index"],
-            )
+        ordered = sorted(
+            members[row], key=lambda n: (n["index"] // d_head, "qkv".find(n["kind"]), n["index"])
         )
-        start = (width - (len(members) - 1) * SPACING) / 2
-        for i, node in enumerate(members):
+        start = LABEL_WIDTH + MARGIN + (widest - len(ordered)) * SPACING / 2
+        for i, node in enumerate(ordered):
             positions[node["id"]] = (start + i * SPACING, y)
     return positions, channels, width, height
 
 
+def node_label(node: dict, d_head: int) -> str:
+    if node["kind"] in RESIDUAL_KINDS:
+        return ""
+    if node["kind"] in ("q", "k", "v"):
+        return f"h{node['index'] // d_head}.{node['kind']}{node['index'] % d_head}"
+    return str(node["index"])
+
+
 def circuit_svg(record: dict, activations: dict[str, list[float]] | None = None) -> str:
     positions, channels, width, height = layout(record)
+    height += LEGEND_HEIGHT
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
         f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="sans-serif" font-size="11">'
     ]
-    top, bottom = MARGIN / 2, height - MARGIN / 2
+    top, bottom = MARGIN / 2, height - LEGEND_HEIGHT - MARGIN / 2
     for channel in channels:
-        x = MARGIN + channels.index(channel) * SPACING
+        x = LABEL_WIDTH + MARGIN + channels.index(channel) * SPACING
         parts.append(
             f'<line x1="{x}" y1="{top}" x2="{x}" y2="{bottom}" stroke="#d1d5db" '
             f'stroke-width="3"><title>residual channel {channel}</title></line>'
@@ -122,6 +130,7 @@ def circuit_svg(record: dict, activations: dict[str, list[float]] | None = None)
             f"<title>{escape(edge['source'])} → {escape(edge['target'])}: "
             f"{edge['weight']:+.4f}</title></line>"
         )
+    d_head = record["model"].get("d_head", 16)
     for node in record["nodes"]:
         x, y = positions[node["id"]]
         tip = [
@@ -133,30 +142,46 @@ def circuit_svg(record: dict, activations: dict[str, list[float]] | None = None)
             tip.append(
                 "on task prompts: " + ", ".join(f"{v:+.3f}" for v in activations[node["id"]])
             )
-        label = node["index"] if node["kind"] not in RESIDUAL_KINDS else ""
         parts.append(
             f'<g class="node" data-id="{escape(node["id"])}">'
             f'<circle cx="{x:.1f}" cy="{y:.1f}" r="7" fill="{COLOURS[node["kind"]]}" '
             f'stroke="white" stroke-width="1.5"><title>{escape(chr(10).join(tip))}'
             f"</title></circle>"
-            f'<text x="{x + 9:.1f}" y="{y - 8:.1f}" fill="#374151">{label}</text></g>'
+            f'<text x="{x + 4:.1f}" y="{y - 9:.1f}" fill="#374151" '
+            f'transform="rotate(-35 {x + 4:.1f} {y - 9:.1f})">'
+            f"{escape(node_label(node, d_head))}</text></g>"
         )
-    parts.append(layer_labels(record, height))
+    parts.append(row_labels(record, height - LEGEND_HEIGHT))
+    parts.append(legend(height))
     parts.append("</svg>")
     return "\n".join(parts)
 
 
-def layer_labels(record: dict, height: float) -> str:
-    n_layer = record["model"]["n_layer"]
+ROW_NAMES = {"qkv": "attn q k v", "mlp_neuron": "mlp neurons", "final_norm": "unembed"}
+
+
+def row_labels(record: dict, height: float) -> str:
     labels = []
-    for layer in range(n_layer):
-        for i, row in enumerate(ROW_KINDS):
-            y = height - MARGIN - (layer * len(ROW_KINDS) + i) * ROW_HEIGHT
-            name = {"qkv": "q k v", "mlp_neuron": "neurons"}.get(row, row.replace("_", " "))
-            labels.append(f'<text x="4" y="{y + 4:.1f}" fill="#9ca3af">L{layer} {name}</text>')
-    y = height - MARGIN - n_layer * len(ROW_KINDS) * ROW_HEIGHT
-    labels.append(f'<text x="4" y="{y + 4:.1f}" fill="#9ca3af">unembed</text>')
+    for position, (layer, row) in enumerate(used_rows(record)):
+        y = height - MARGIN - position * ROW_HEIGHT
+        name = ROW_NAMES.get(row, row.replace("_", " "))
+        prefix = "" if row == "final_norm" else f"L{layer} "
+        labels.append(f'<text x="6" y="{y + 4:.1f}" fill="#6b7280">{prefix}{name}</text>')
     return "\n".join(labels)
+
+
+def legend(height: float) -> str:
+    entries = [("q", "query"), ("k", "key"), ("v", "value"), ("mlp_neuron", "MLP neuron")]
+    entries += [("attn_in", "residual read"), ("attn_out", "residual write")]
+    parts, x = [], 6.0
+    y = height - LEGEND_HEIGHT / 2
+    for kind, text in entries:
+        parts.append(f'<circle cx="{x + 6}" cy="{y}" r="6" fill="{COLOURS[kind]}"/>')
+        parts.append(f'<text x="{x + 16}" y="{y + 4}" fill="#374151">{text}</text>')
+        x += 22 + 7 * len(text)
+    parts.append(f'<text x="{x + 10}" y="{y + 4}" fill="#2563eb">— positive weight</text>')
+    parts.append(f'<text x="{x + 130}" y="{y + 4}" fill="#dc2626">— negative weight</text>')
+    return "\n".join(parts)
 
 
 def circuit_html(

@@ -66,9 +66,16 @@ def data_uri(png: bytes) -> str:
 
 
 def write_run_report(
-    run_dir: Path, out_path: Path, prompts: tuple[str, ...] = DEFAULT_PROMPTS, **extra: object
+    run_dir: Path,
+    out_path: Path,
+    prompts: tuple[str, ...] = DEFAULT_PROMPTS,
+    circuit: dict | None = None,
+    **extra: object,
 ) -> Path:
-    """Write a self-contained HTML report (images inlined) for the run in `run_dir`."""
+    """Write a self-contained HTML report (images inlined) for the run in `run_dir`.
+
+    `circuit`, if given, is {"record": circuit file dict, "svg": its drawing, "page": link}.
+    """
     run = load_run(run_dir)
     summary = summarize_run(run)
     curve = plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png").read_bytes()
@@ -80,6 +87,7 @@ def write_run_report(
         loss_curve=data_uri(curve),
         density_plot=data_uri(density_per_layer_png(summary)),
         completions=greedy_completions(run, prompts),
+        circuit=circuit,
         extra=extra,
     )
     temporary = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
