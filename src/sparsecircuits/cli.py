@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -37,7 +38,49 @@ TRAIN_FLAGS = {
 RESUME_MAY_CHANGE = {"device", "eval_every", "checkpoint_every"}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands of the later pipeline stages live beside their code and import torch; they are
+# loaded only when run, so `sparsecircuits --help` answers at once. name -> (module, short help)
+STAGE_COMMANDS = {
+    "tasks": (
+        "sparsecircuits.tasks.commands",
+        "The 20 binary next-token tasks: list them, show their...",
+    ),
+    "prune": (
+        "sparsecircuits.circuits.commands",
+        "Find the smallest circuit of RUN that does a task at the...",
+    ),
+    "circuit": ("sparsecircuits.circuits.commands", "Check and draw saved circuit files."),
+    "frontier": (
+        "sparsecircuits.circuits.commands",
+        "Validation loss against circuit size (geometric mean of...",
+    ),
+}
+
+
+class StageGroup(click.Group):
+    """A command group that imports each later stage's command on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *STAGE_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in STAGE_COMMANDS and name not in self.commands:
+            module = importlib.import_module(STAGE_COMMANDS[name][0])
+            self.add_command(getattr(module, name), name)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.commands:
+                rows.append((name, self.commands[name].get_short_help_str(limit=60)))
+            else:
+                rows.append((name, STAGE_COMMANDS[name][1]))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=StageGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sparsecircuits")
 def cli() -> None:
     """Train weight-sparse transformers on Python code and read their circuits."""
@@ -336,18 +379,6 @@ def model_readme(name: str, summary: dict) -> str:
             "",
         ]
     )
-
-
-def register_stage_commands() -> None:
-    """Commands of the later pipeline stages live beside their code."""
-    from sparsecircuits.circuits.commands import circuit, frontier, prune
-    from sparsecircuits.tasks.commands import tasks
-
-    for command in (tasks, prune, circuit, frontier):
-        cli.add_command(command)
-
-
-register_stage_commands()
 
 
 def main() -> None:

