@@ -10,9 +10,10 @@ import torch
 from safetensors.torch import save_file
 
 from cli_runner import run_cli
-from sparsecircuits.cli import build_train_configs, cli, train_command
+from sparsecircuits.cli import cli
 from sparsecircuits.errors import UserError
 from sparsecircuits.train import load_run
+from sparsecircuits.train.flags import build_train_configs, train_command
 from sparsecircuits.train.weights_file import load_weights, save_weights
 
 

@@ -132,10 +132,10 @@ def test_report_shows_the_circuit_in_a_browser(
     quote_run: Path, tiny_run: Path, tmp_path: Path
 ) -> None:
     from browser import rendered_dom
-    from sparsecircuits.cli import demo_circuit
+    from sparsecircuits.circuits.showcase import prune_and_draw
     from sparsecircuits.report import write_run_report
 
-    circuit = demo_circuit(quote_run, tmp_path, steps=60, sweep=1)
+    circuit = prune_and_draw(quote_run, tmp_path, steps=60, sweep=1)
     report = write_run_report(tiny_run, tmp_path / "report.html", circuit=circuit)
     dom = rendered_dom(report)
     nodes = circuit["record"]["metrics"]["nodes"]

@@ -11,33 +11,6 @@ import click
 
 from sparsecircuits.errors import UserError
 
-# CLI flag -> (config, field): which dataclass field a training flag overrides.
-TRAIN_FLAGS = {
-    "density": ("train", "density"),
-    "afrac": ("model", "afrac"),
-    "steps": ("train", "steps"),
-    "seed": ("train", "seed"),
-    "data": ("train", "data"),
-    "data_glob": ("train", "data_glob"),
-    "device": ("train", "device"),
-    "lr": ("train", "lr"),
-    "batch_size": ("train", "batch_size"),
-    "anneal_end": ("train", "anneal_end"),
-    "vocab_size": ("train", "vocab_size"),
-    "eval_every": ("train", "eval_every"),
-    "checkpoint_every": ("train", "checkpoint_every"),
-    "n_layer": ("model", "n_layer"),
-    "d_model": ("model", "d_model"),
-    "n_ctx": ("model", "n_ctx"),
-    "d_head": ("model", "d_head"),
-    "learned_positions": ("model", "learned_positions"),
-    "bigram_table": ("model", "bigram_table"),
-    "attention_sink": ("model", "attention_sink"),
-}
-# Flags that may differ on --resume without changing what is trained.
-RESUME_MAY_CHANGE = {"device", "eval_every", "checkpoint_every"}
-
-
 # Commands of the later pipeline stages live beside their code and import torch; they are
 # loaded only when run, so `sparsecircuits --help` answers at once. name -> (module, short help)
 STAGE_COMMANDS = {
@@ -123,6 +96,7 @@ def train(
 ) -> None:
     """Train a weight-sparse (or, with --density 1, dense) GPT."""
     from sparsecircuits.train import train as run_training
+    from sparsecircuits.train.flags import build_train_configs
 
     model_config, train_config = build_train_configs(preset, out, resume, tokens, flags)
     result = run_training(model_config, train_config, out, resume=resume, progress=not quiet)
@@ -131,42 +105,6 @@ def train(
         f"validation loss {result.val_loss:.4f} nats/token, {result.tokens_per_second:,.0f} "
         f"tokens/s, {result.seconds:.0f} s"
     )
-
-
-def build_train_configs(
-    preset: str | None, out: Path, resume: bool, tokens: int | None, flags: dict
-) -> tuple:
-    """Preset + flags for a new run; the saved configs (checked against flags) on --resume."""
-    from sparsecircuits.model import GPTConfig
-    from sparsecircuits.train import TrainConfig, preset_configs, resolve_checkpoint
-    from sparsecircuits.train.checkpoint import read_json
-
-    if resume:
-        saved = read_json(resolve_checkpoint(out) / "config.json")
-        configs = {"model": saved["model"], "train": saved["train"]}
-        if preset is not None and preset != configs["train"].get("preset"):
-            raise UserError(
-                f"config mismatch on --resume: preset was "
-                f"{configs['train'].get('preset')}, now {preset}"
-            )
-    else:
-        model_config, train_config = preset_configs(preset or "small")
-        configs = {"model": model_config.to_dict(), "train": train_config.to_dict()}
-    if tokens is not None:
-        batch = flags.get("batch_size") or configs["train"]["batch_size"]
-        n_ctx = flags.get("n_ctx") or configs["model"]["n_ctx"]
-        flags["steps"] = -(-tokens // (batch * n_ctx))
-    for flag, value in flags.items():
-        if value is None:
-            continue
-        section, field = TRAIN_FLAGS[flag]
-        current = configs[section][field]
-        if resume and flag not in RESUME_MAY_CHANGE and current != value:
-            raise UserError(f"config mismatch on --resume: {flag} was {current}, now {value}")
-        configs[section][field] = value
-    if flags.get("d_model") is not None and not resume:
-        configs["model"]["d_mlp"] = 0  # follow the new width: 4 * d_model
-    return GPTConfig.from_dict(configs["model"]), TrainConfig.from_dict(configs["train"])
 
 
 @cli.command()
@@ -222,9 +160,11 @@ def demo(out: Path, tokens: int, data: str, circuit_model: Path, quiet: bool) ->
     """The main job: train a small weight-sparse model, prune a circuit, write an HTML report."""
     import time
 
+    from sparsecircuits.circuits.showcase import prune_and_draw
     from sparsecircuits.report import write_run_report
     from sparsecircuits.train import train as run_training
     from sparsecircuits.train.checkpoint import latest_name
+    from sparsecircuits.train.flags import build_train_configs
 
     started = time.perf_counter()
     resume = latest_name(out) is not None
@@ -242,7 +182,7 @@ def demo(out: Path, tokens: int, data: str, circuit_model: Path, quiet: bool) ->
     circuit = None
     if circuit_model.exists():
         click.echo(f"[2/3] pruning the quote-closing circuit of {circuit_model}")
-        circuit = demo_circuit(circuit_model, out)
+        circuit = prune_and_draw(circuit_model, out, log=lambda line: click.echo(f"      {line}"))
         metrics = circuit["record"]["metrics"]
         click.echo(
             f"      {metrics['nodes']} nodes, {metrics['edges']} edges, circuit loss "
@@ -261,46 +201,6 @@ def demo(out: Path, tokens: int, data: str, circuit_model: Path, quiet: bool) ->
     click.echo(f"report: {report} ({time.perf_counter() - started:.0f} s in all)")
 
 
-def demo_circuit(
-    model_path: Path, out: Path, task: str = "single_double_quote", steps: int = 300, sweep: int = 4
-) -> dict:
-    """Prune `task` in the model at `model_path`; write the circuit file and its page."""
-    from sparsecircuits.circuits import PruneConfig, node_groups, prune_to_target_loss
-    from sparsecircuits.circuits.circuit_file import outcome_to_record, write_circuit
-    from sparsecircuits.circuits.draw import circuit_svg, node_activations, write_drawing
-    from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP
-    from sparsecircuits.circuits.task_data import task_batches
-    from sparsecircuits.tasks import task_pairs
-    from sparsecircuits.train import load_run
-
-    loaded = load_run(model_path)
-    name, train, heldout, test = task_batches(loaded, task, None)
-    outcome = prune_to_target_loss(
-        loaded,
-        name,
-        train,
-        heldout,
-        test,
-        PruneConfig(steps=steps),
-        DEFAULT_SWEEP[:sweep],
-        log=lambda line: click.echo(f"      {line}"),
-    )
-    record = outcome_to_record(loaded, outcome)
-    write_circuit(record, out / "circuit.json")
-    prompts = [
-        text for pair in task_pairs(task, "test", 2) for text in (pair.prompt_a, pair.prompt_b)
-    ]
-    write_drawing(record, out / "circuit.html", loaded, prompts)
-    activations = node_activations(loaded, record, prompts)
-    total = sum(group.width for group in node_groups(loaded.model_config))
-    return {
-        "record": record,
-        "svg": circuit_svg(record, activations),
-        "page": "circuit.html",
-        "total_nodes": total,
-    }
-
-
 @cli.command()
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="New model folder.")
@@ -310,75 +210,10 @@ def export(run: Path, out: Path) -> None:
     Weights only (no optimizer state), mostly-zero tensors packed, plus README.md with the
     exact `sparsecircuits train` command that reproduces the run.
     """
-    import shutil
+    from sparsecircuits.train.export import export_run
 
-    from sparsecircuits.train import load_run, resolve_checkpoint
-    from sparsecircuits.train.checkpoint import write_json_atomic
-    from sparsecircuits.train.summary import summarize_run
-    from sparsecircuits.train.weights_file import save_weights
-
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not empty; choose a new folder")
-    loaded = load_run(run)
-    staging = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    save_weights(loaded.model.state_dict(), staging / "model.safetensors")
-    loaded.tokenizer.save(staging / "tokenizer.json")
-    write_json_atomic(staging / "config.json", loaded.config)
-    write_json_atomic(staging / "trainer_state.json", loaded.state)
-    for extra in ("metrics.jsonl", "loss.png"):
-        source = resolve_checkpoint(run).parent.parent / extra
-        if source.is_file():
-            shutil.copy(source, staging / extra)
-    summary = summarize_run(loaded)
-    (staging / "README.md").write_text(model_readme(out.name, summary))
-    if out.exists():
-        out.rmdir()
-    staging.rename(out)
-    size = sum(file.stat().st_size for file in out.iterdir())
+    size = export_run(run, out)
     click.echo(f"wrote {out} ({size / 1e6:.1f} MB)")
-
-
-def train_command(config: dict, out: str) -> str:
-    """The `sparsecircuits train` command line that reproduces a run's saved config."""
-    from sparsecircuits.train import preset_configs
-
-    preset = config["train"].get("preset", "custom")
-    base_model, base_train = preset_configs(preset if preset != "custom" else "small")
-    base = {"model": base_model.to_dict(), "train": base_train.to_dict()}
-    words = ["sparsecircuits", "train", "--preset", base["train"]["preset"]]
-    for flag, (section, field) in TRAIN_FLAGS.items():
-        value = config[section].get(field)
-        if flag in RESUME_MAY_CHANGE or value is None or value == base[section].get(field):
-            continue
-        option = "--" + flag.replace("_", "-")
-        if isinstance(value, bool):
-            words.append(option if value else option.replace("--", "--no-", 1))
-        else:
-            words += [option, str(value)]
-    return " ".join([*words, "--out", out])
-
-
-def model_readme(name: str, summary: dict) -> str:
-    config = summary["config"]
-    return "\n".join(
-        [
-            f"# {name}",
-            "",
-            f"- validation loss: {summary['val_loss']:.4f} nats/token",
-            f"- parameters: {summary['total_params']:,} total, "
-            f"{summary['nonzero_params']:,} nonzero (density {summary['density']:.4f})",
-            f"- trained: {summary['tokens_trained']:,} tokens ({summary['steps']} steps)",
-            "",
-            "Reproduce (the full configuration is in config.json):",
-            "",
-            "```",
-            train_command(config, f"runs/{name}"),
-            "```",
-            "",
-        ]
-    )
 
 
 def main() -> None:

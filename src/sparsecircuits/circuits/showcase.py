@@ -1,0 +1,52 @@
+"""One circuit, end to end, for a report: prune a task, save the circuit file, draw it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from sparsecircuits.circuits.circuit_file import outcome_to_record, write_circuit
+from sparsecircuits.circuits.draw import circuit_svg, node_activations, write_drawing
+from sparsecircuits.circuits.nodes import node_groups
+from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP, prune_to_target_loss
+from sparsecircuits.circuits.prune import PruneConfig
+from sparsecircuits.circuits.task_data import task_batches
+from sparsecircuits.tasks import task_pairs
+from sparsecircuits.train import load_run
+
+
+def prune_and_draw(
+    model_path: Path,
+    out: Path,
+    task: str = "single_double_quote",
+    steps: int = 300,
+    sweep: int = 4,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Prune `task` in the model at `model_path`; write the circuit file and its page."""
+    loaded = load_run(model_path)
+    name, train, heldout, test = task_batches(loaded, task, None)
+    outcome = prune_to_target_loss(
+        loaded,
+        name,
+        train,
+        heldout,
+        test,
+        PruneConfig(steps=steps),
+        DEFAULT_SWEEP[:sweep],
+        log=log,
+    )
+    record = outcome_to_record(loaded, outcome)
+    write_circuit(record, out / "circuit.json")
+    prompts = [
+        text for pair in task_pairs(task, "test", 2) for text in (pair.prompt_a, pair.prompt_b)
+    ]
+    write_drawing(record, out / "circuit.html", loaded, prompts)
+    activations = node_activations(loaded, record, prompts)
+    total = sum(group.width for group in node_groups(loaded.model_config))
+    return {
+        "record": record,
+        "svg": circuit_svg(record, activations),
+        "page": "circuit.html",
+        "total_nodes": total,
+    }

@@ -1,0 +1,60 @@
+"""Export a run as a small, self-describing model folder: packed weights, tokenizer, configs,
+training curves and a README with the exact command that reproduces it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from sparsecircuits.errors import UserError
+from sparsecircuits.train.checkpoint import load_run, resolve_checkpoint, write_json_atomic
+from sparsecircuits.train.flags import train_command
+from sparsecircuits.train.summary import summarize_run
+from sparsecircuits.train.weights_file import save_weights
+
+
+def export_run(run: Path, out: Path) -> int:
+    """Write `run`'s latest checkpoint into the new folder `out`; returns its size in bytes.
+
+    Weights only (no optimizer state); the folder appears whole or not at all.
+    """
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty; choose a new folder")
+    loaded = load_run(run)
+    staging = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    save_weights(loaded.model.state_dict(), staging / "model.safetensors")
+    loaded.tokenizer.save(staging / "tokenizer.json")
+    write_json_atomic(staging / "config.json", loaded.config)
+    write_json_atomic(staging / "trainer_state.json", loaded.state)
+    for extra in ("metrics.jsonl", "loss.png"):
+        source = resolve_checkpoint(run).parent.parent / extra
+        if source.is_file():
+            shutil.copy(source, staging / extra)
+    (staging / "README.md").write_text(model_readme(out.name, summarize_run(loaded)))
+    if out.exists():
+        out.rmdir()
+    staging.rename(out)
+    return sum(file.stat().st_size for file in out.iterdir())
+
+
+def model_readme(name: str, summary: dict) -> str:
+    config = summary["config"]
+    return "\n".join(
+        [
+            f"# {name}",
+            "",
+            f"- validation loss: {summary['val_loss']:.4f} nats/token",
+            f"- parameters: {summary['total_params']:,} total, "
+            f"{summary['nonzero_params']:,} nonzero (density {summary['density']:.4f})",
+            f"- trained: {summary['tokens_trained']:,} tokens ({summary['steps']} steps)",
+            "",
+            "Reproduce (the full configuration is in config.json):",
+            "",
+            "```",
+            train_command(config, f"runs/{name}"),
+            "```",
+            "",
+        ]
+    )
