@@ -12,7 +12,7 @@ def test_run_report_shows_the_run_and_escapes_model_text(tiny_run, tmp_path):
     assert "validation loss" in html and "density" in html
 
 
-def test_demo_command_trains_and_writes_its_report(tmp_path, corpus_dir):
+def test_demo_command_trains_and_writes_its_report(tmp_path, corpus_dir, tiny_run):
     from cli_runner import run_cli
 
     out = tmp_path / "demo"
@@ -22,7 +22,10 @@ def test_demo_command_trains_and_writes_its_report(tmp_path, corpus_dir):
     assert result.returncode == 0, result.stderr
     assert (out / "report.html").is_file()
     assert "report:" in result.stdout and "skipping the circuit" in result.stdout
-    # A second demo reuses the finished run instead of training again.
+    # A second demo reuses the finished run instead of training again; a circuit model that
+    # cannot do the task costs the report its circuit, not the whole demo.
+    args[-1] = str(tiny_run)
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr
-    assert "resuming" in again.stdout
+    assert "resuming" in again.stdout and "no circuit:" in again.stdout
+    assert (out / "report.html").is_file()

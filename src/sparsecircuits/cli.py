@@ -182,13 +182,19 @@ def demo(out: Path, tokens: int, data: str, circuit_model: Path, quiet: bool) ->
     circuit = None
     if circuit_model.exists():
         click.echo(f"[2/3] pruning the quote-closing circuit of {circuit_model}")
-        circuit = prune_and_draw(circuit_model, out, log=lambda line: click.echo(f"      {line}"))
-        metrics = circuit["record"]["metrics"]
-        click.echo(
-            f"      {metrics['nodes']} nodes, {metrics['edges']} edges, circuit loss "
-            f"{metrics['circuit_loss']:.4f} (ablated {metrics['ablated_circuit_loss']:.4f}, "
-            f"random {metrics['random_circuit_loss']:.4f}), {metrics['seconds']:.0f} s"
-        )
+        try:
+            circuit = prune_and_draw(
+                circuit_model, out, log=lambda line: click.echo(f"      {line}")
+            )
+        except UserError as error:  # a model too weak for the task still gets its report
+            click.echo(f"      no circuit: {error}")
+        else:
+            metrics = circuit["record"]["metrics"]
+            click.echo(
+                f"      {metrics['nodes']} nodes, {metrics['edges']} edges, circuit loss "
+                f"{metrics['circuit_loss']:.4f} (ablated {metrics['ablated_circuit_loss']:.4f}, "
+                f"random {metrics['random_circuit_loss']:.4f}), {metrics['seconds']:.0f} s"
+            )
     else:
         click.echo(f"[2/3] no model at {circuit_model}: skipping the circuit")
     click.echo("[3/3] writing the report")
