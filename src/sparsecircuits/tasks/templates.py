@@ -197,16 +197,15 @@ def bracket_counting(rng: random.Random) -> TaskPair:
         [list_element(rng, kind) for _ in range(rng.randint(1, 4))]
         for _ in range(rng.randint(1, 4))
     ]
-    one_per_line = rng.random() < 0.25
-    separator = ",\n    " if one_per_line else ", "
-    start = "\n    " if one_per_line else ""
     # A is a list of lists with its last inner list still open; B has the same elements flat.
-    nested = separator.join(f"[{', '.join(group)}]" for group in groups)[:-1]
-    flat = separator.join(", ".join(group) for group in groups)
+    # One line only: a list written one element per line closes with "],\n]", not "]]", so
+    # there the depth would not decide the answer.
+    nested = ", ".join(f"[{', '.join(group)}]" for group in groups)[:-1]
+    flat = ", ".join(", ".join(group) for group in groups)
     target = rng.choice(VARIABLES)
     return TaskPair(
-        prompt_a=s.then(f"{target} = [{start}{nested}"),
-        prompt_b=s.then(f"{target} = [{start}{flat}"),
+        prompt_a=s.then(f"{target} = [{nested}"),
+        prompt_b=s.then(f"{target} = [{flat}"),
         answer_a="]]\n",
         answer_b="]\n",
     )
