@@ -139,15 +139,21 @@ def prune_to_target_loss(
     best: tuple[CircuitSearch, torch.Tensor, PruneConfig] | None = None
     closest = float("inf")
     history = []
+    longest = 0.0  # the slowest setting so far predicts the next one
     for index, overrides in enumerate(sweep):
-        if index and time.perf_counter() - started > time_budget:
+        if index and time.perf_counter() - started + longest > time_budget:
+            log(f"  sweep stopped after {index} settings: the next would pass {time_budget:.0f} s")
             break
         setting = replace(config, **overrides)
+        setting_started = time.perf_counter()
         masks, _ = train_node_masks(model, groups, replacements, train, setting)
         scores = masks.scores()
+        trained = time.perf_counter()
         search = smallest_circuit_meeting_target(
             model, groups, replacements, scores, heldout, config.target_loss
         )
+        searched = time.perf_counter()
+        longest = max(longest, searched - setting_started)
         met = search.loss <= config.target_loss
         size = int(search.keep.sum())
         history.append(
@@ -157,11 +163,15 @@ def prune_to_target_loss(
                 "heldout_loss": search.loss,
                 "met": met,
                 "active_after_training": int((scores > 0).sum()),
+                "mask_training_seconds": trained - setting_started,
+                "search_seconds": searched - trained,
             }
         )
         log(
             f"  sweep {index + 1}/{len(sweep)} {overrides}: {size} nodes, held-out loss "
-            f"{search.loss:.4f}{'' if met else ' (target not met)'}"
+            f"{search.loss:.4f}{'' if met else ' (target not met)'} "
+            f"[masks {trained - setting_started:.0f} s, search {searched - trained:.0f} s "
+            f"over {len(search.tried)} k]"
         )
         closest = min(closest, search.loss)
         if met and (best is None or size < int(best[0].keep.sum())):

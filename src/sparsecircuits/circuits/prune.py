@@ -29,7 +29,7 @@ class PruneConfig:
     target_loss: float = 0.15
     ablation: str = "mean"  # or "zero"
     steps: int = 300
-    batch_pairs: int = 64
+    batch_pairs: int = 32  # pairs per mask-training step (the time of a step grows with it)
     lr: float = 3e-2
     k_coef: float = 1e-3
     weight_decay: float = 1e-3
