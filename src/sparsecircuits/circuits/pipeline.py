@@ -117,7 +117,7 @@ def prune_to_target_loss(
     test: TaskBatch,
     config: PruneConfig,
     sweep: tuple[dict, ...] = DEFAULT_SWEEP,
-    time_budget: float = 150.0,
+    time_budget: float = 170.0,
     log=print,
 ) -> PruneOutcome:
     """The smallest circuit of `task` meeting `config.target_loss` over a short sweep.
