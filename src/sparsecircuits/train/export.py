@@ -28,8 +28,9 @@ def export_run(run: Path, out: Path) -> int:
     loaded.tokenizer.save(staging / "tokenizer.json")
     write_json_atomic(staging / "config.json", loaded.config)
     write_json_atomic(staging / "trainer_state.json", loaded.state)
+    run_folder = resolve_checkpoint(run).parent.parent  # metrics and plots sit beside checkpoints/
     for extra in ("metrics.jsonl", "loss.png"):
-        source = resolve_checkpoint(run).parent.parent / extra
+        source = run_folder / extra
         if source.is_file():
             shutil.copy(source, staging / extra)
     (staging / "README.md").write_text(model_readme(out.name, summarize_run(loaded)))

@@ -12,7 +12,7 @@ from pathlib import Path
 from sparsecircuits.errors import UserError
 from sparsecircuits.model import GPTConfig
 from sparsecircuits.train.checkpoint import read_json, resolve_checkpoint
-from sparsecircuits.train.config import TrainConfig, preset_configs
+from sparsecircuits.train.config import TrainConfig, preset_configs, steps_for_tokens
 
 # CLI flag -> (config, field): which dataclass field a training flag overrides.
 TRAIN_FLAGS = {
@@ -59,7 +59,9 @@ def build_train_configs(
     if tokens is not None:
         batch = flags.get("batch_size") or configs["train"]["batch_size"]
         n_ctx = flags.get("n_ctx") or configs["model"]["n_ctx"]
-        flags["steps"] = -(-tokens // (batch * n_ctx))
+        if tokens < 1:
+            raise UserError(f"tokens must be at least 1, got {tokens}")
+        flags["steps"] = steps_for_tokens(tokens, batch, n_ctx)
     for flag, value in flags.items():
         if value is None:
             continue
