@@ -3,7 +3,8 @@
 For every task both models do (full-model held-out task loss at or below the target), prune
 each model to the target loss with the same settings and compare circuit edges. Prints one row
 per task, the geometric mean of edges of each model, their ratio (the paper saw ~16x) and the
-wall time of each prune.
+wall time of each prune. Prunes are stored in the prune store (SQLite) and reused by a later
+run or by `sparsecircuits frontier` with the same settings; --fresh prunes again.
 
     .venv/bin/python benchmarks/circuit_size.py models/reference-sparse models/reference-dense
 """
@@ -15,10 +16,11 @@ import json
 import statistics
 from pathlib import Path
 
-from sparsecircuits.circuits import PruneConfig, prune_to_target_loss
+from sparsecircuits.circuits import PruneConfig
 from sparsecircuits.circuits.frontier import geometric_mean
 from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP
 from sparsecircuits.circuits.prune import answer_margins, margin_loss
+from sparsecircuits.circuits.store import PruneStore, stored_prune_metrics
 from sparsecircuits.circuits.task_data import task_batches
 from sparsecircuits.errors import UserError
 from sparsecircuits.tasks import TASKS
@@ -33,10 +35,13 @@ def main() -> None:
     parser.add_argument("--target-loss", type=float, default=0.15)
     parser.add_argument("--sweep", type=int, default=2, help="mask-training settings per prune")
     parser.add_argument("--steps", type=int, default=PruneConfig.steps)
+    parser.add_argument("--fresh", action="store_true", help="prune again, ignore stored results")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
 
-    runs = {"sparse": load_run(args.sparse), "dense": load_run(args.dense)}
+    paths = {"sparse": args.sparse, "dense": args.dense}
+    runs = {name: load_run(path) for name, path in paths.items()}
+    store = PruneStore()
     tasks = args.tasks.split(",") if args.tasks else list(TASKS)
     config = PruneConfig(target_loss=args.target_loss, steps=args.steps)
     settings = DEFAULT_SWEEP[: max(1, args.sweep)]
@@ -53,15 +58,14 @@ def main() -> None:
             rows.append(row)
             continue
         for name, run in runs.items():
-            _, train, heldout, test = batches[name]
+            _, *pairs = batches[name]
             try:
-                outcome = prune_to_target_loss(
-                    run, task, train, heldout, test, config, settings, log=lambda _: None
+                metrics = stored_prune_metrics(
+                    run, paths[name], task, tuple(pairs), config, settings, store, args.fresh, print
                 )
             except UserError as error:
                 print(f"{task} ({name}): {error}", flush=True)
                 continue
-            metrics = outcome.metrics
             row |= {f"{name}_{key}": metrics[key] for key in ("edges", "nodes", "seconds")}
             row[f"{name}_circuit_loss"] = metrics["circuit_loss"]
         rows.append(row)

@@ -7,6 +7,7 @@ behaviour to find; the shipped reference models are measured in the README, not 
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -117,15 +118,31 @@ def test_prune_accepts_a_users_own_pairs(quote_run: Path, tmp_path: Path) -> Non
     assert summary["task"] == "my_quotes" and summary["nodes"] > 0
 
 
-def test_frontier_plots_each_run(quote_run: Path, tmp_path: Path) -> None:
+def test_frontier_plots_each_run_and_reuses_stored_prunes(
+    quote_run: Path, tmp_path: Path, private_cache: Path
+) -> None:
     out = tmp_path / "frontier.png"
-    arguments = ["frontier", str(quote_run), "--tasks", TASK, "--out", str(out)]
-    result = run_cli(*arguments, "--target-loss", "0.3", "--sweep", "1", "--steps", "60", "--json")
-    assert result.returncode == 0, result.stderr
-    (point,) = json.loads(result.stdout)
+    base = ["frontier", str(quote_run), "--tasks", TASK, "--out", str(out), "--json"]
+    base += ["--sweep", "1", "--steps", "60"]
+    arguments = [*base, "--target-loss", "0.3"]
+    first = run_cli(*arguments)
+    assert first.returncode == 0, first.stderr
+    (point,) = json.loads(first.stdout)
     assert point["val_loss"] == 6.5 and point["edges"][TASK] > 0
     assert point["edges_geomean"] is not None and point["edges_geomean"] >= 0
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+    again = run_cli(*arguments)
+    assert again.returncode == 0 and "stored result" in again.stderr
+    assert json.loads(again.stdout) == [point]
+    with sqlite3.connect(private_cache / "prunes.sqlite") as database:
+        rows = database.execute("SELECT task, edges, error FROM prunes").fetchall()
+    assert (TASK, point["edges"][TASK], None) in rows
+
+    fresh = run_cli(*arguments, "--fresh")
+    assert fresh.returncode == 0 and "stored result" not in fresh.stderr
+    other_target = run_cli(*base, "--target-loss", "0.31")
+    assert other_target.returncode == 0 and "stored result" not in other_target.stderr
 
 
 def test_report_shows_the_circuit_in_a_browser(

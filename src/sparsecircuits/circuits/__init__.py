@@ -2,8 +2,9 @@
 
 Owns node definitions and mean activations (nodes.py), masks (masks.py), mask training,
 discretisation and calibration (prune.py), the sweep and the sufficiency / necessity / random
-checks (pipeline.py), edges (edges.py), circuit files (circuit_file.py), drawings (draw.py)
-and the frontier plot (frontier.py). Imports `model`, `train`, `tasks`, `data` and `errors`.
+checks (pipeline.py), edges (edges.py), circuit files (circuit_file.py), drawings (draw.py),
+the frontier plot (frontier.py) and prune results stored in SQLite (store.py). Imports
+`model`, `train`, `tasks`, `data` and `errors`.
 """
 
 from sparsecircuits.circuits.nodes import NodeGroup, load_or_compute_means, node_groups

@@ -167,6 +167,7 @@ def circuit_draw(circuit_file: Path, out: Path, run: Path | None) -> None:
 @click.option("--target-loss", default=0.15, show_default=True, type=float)
 @click.option("--sweep", default=2, show_default=True, help="Settings tried per task.")
 @click.option("--steps", default=300, show_default=True, help="Mask-training steps per setting.")
+@click.option("--fresh", is_flag=True, help="Prune again even where a stored result exists.")
 @click.option("--json", "as_json", is_flag=True)
 def frontier(
     runs: tuple[Path, ...],
@@ -175,9 +176,13 @@ def frontier(
     target_loss: float,
     sweep: int,
     steps: int,
+    fresh: bool,
     as_json: bool,
 ) -> None:
-    """Validation loss against circuit size (geometric mean of edges) for each checkpoint."""
+    """Validation loss against circuit size (geometric mean of edges) for each checkpoint.
+
+    Prune results are kept in SQLite (prunes.sqlite in the cache folder) and reused.
+    """
     from sparsecircuits.circuits.frontier import measure_frontier, plot_frontier
 
     points = measure_frontier(
@@ -186,6 +191,7 @@ def frontier(
         target_loss,
         sweep,
         steps,
+        fresh=fresh,
         log=log_to_stderr,
     )
     plot_frontier(points, out)

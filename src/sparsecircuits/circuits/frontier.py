@@ -13,8 +13,9 @@ from pathlib import Path
 
 import matplotlib
 
-from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP, prune_to_target_loss
+from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP
 from sparsecircuits.circuits.prune import PruneConfig
+from sparsecircuits.circuits.store import PruneStore, stored_prune_metrics
 from sparsecircuits.circuits.task_data import task_batches
 from sparsecircuits.errors import UserError
 from sparsecircuits.train import load_run
@@ -37,21 +38,26 @@ def measure_frontier(
     target_loss: float,
     sweep: int,
     steps: int = PruneConfig.steps,
+    store: PruneStore | None = None,
+    fresh: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
+    """One point per run; prunes already in `store` are reused unless `fresh`."""
+    store = store or PruneStore()
     points = []
     for path in runs:
         run = load_run(path)
         summary = summarize_run(run)
         edges: dict[str, int | None] = {}
         for task in tasks:
-            name, train, heldout, test = task_batches(run, task, None)
+            _, *batches = task_batches(run, task, None)
             config = PruneConfig(target_loss=target_loss, steps=steps)
+            settings = DEFAULT_SWEEP[: max(1, sweep)]
             try:
-                outcome = prune_to_target_loss(
-                    run, name, train, heldout, test, config, DEFAULT_SWEEP[: max(1, sweep)], log=log
+                metrics = stored_prune_metrics(
+                    run, path, task, tuple(batches), config, settings, store, fresh, log
                 )
-                edges[task] = outcome.metrics["edges"]
+                edges[task] = metrics["edges"]
             except UserError as error:
                 log(f"  {path}: {error}")
                 edges[task] = None

@@ -1,0 +1,129 @@
+"""Prune results in SQLite: measured once, reused by `frontier` and the benchmarks.
+
+One prune takes minutes and comparing checkpoints takes many. Each result is stored under a
+key made of everything it depends on: the weights (their hash), the encoded task pairs, the
+prune settings and the sweep. A prune that cannot reach its target is stored too, with its
+message, so a frontier over many runs does not retry it. The table doubles as a record anyone
+can query: `sqlite3 ~/.cache/sparsecircuits/prunes.sqlite 'select run, task, edges from prunes'`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sparsecircuits.circuits.circuit_file import model_hash
+from sparsecircuits.circuits.pipeline import prune_to_target_loss
+from sparsecircuits.circuits.prune import PruneConfig
+from sparsecircuits.data.tokens import default_cache_root
+from sparsecircuits.errors import UserError
+from sparsecircuits.tasks import TaskBatch
+from sparsecircuits.train import Run
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS prunes (
+    key TEXT PRIMARY KEY,
+    model_sha256 TEXT NOT NULL,
+    run TEXT NOT NULL,
+    task TEXT NOT NULL,
+    target_loss REAL NOT NULL,
+    ablation TEXT NOT NULL,
+    nodes INTEGER,
+    edges INTEGER,
+    circuit_loss REAL,
+    seconds REAL,
+    error TEXT,
+    metrics TEXT,
+    measured_at TEXT NOT NULL
+)
+"""
+
+
+def default_store_path() -> Path:
+    return default_cache_root() / "prunes.sqlite"
+
+
+class PruneStore:
+    """The `prunes` table of one SQLite file; every write is its own transaction."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_store_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.connection = sqlite3.connect(self.path)
+            self.connection.row_factory = sqlite3.Row
+            with self.connection:
+                self.connection.execute(SCHEMA)
+        except sqlite3.DatabaseError as error:
+            raise UserError(f"cannot use the prune store {self.path}: {error}") from None
+
+    def get(self, key: str) -> sqlite3.Row | None:
+        return self.connection.execute("SELECT * FROM prunes WHERE key = ?", (key,)).fetchone()
+
+    def put(self, key: str, fields: dict) -> None:
+        columns = ["key", *fields]
+        placeholders = ", ".join("?" for _ in columns)
+        with self.connection:
+            self.connection.execute(
+                f"INSERT OR REPLACE INTO prunes ({', '.join(columns)}) VALUES ({placeholders})",
+                (key, *fields.values()),
+            )
+
+
+def prune_key(
+    weights_sha256: str, task: str, batches: tuple[TaskBatch, ...], config: PruneConfig, sweep
+) -> str:
+    digest = hashlib.sha256()
+    settings = {"model": weights_sha256, "task": task, "config": config.to_dict()}
+    digest.update(json.dumps({**settings, "sweep": list(sweep)}, sort_keys=True).encode())
+    for batch in batches:
+        for tensor in (batch.tokens, batch.last, batch.correct, batch.wrong):
+            digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def stored_prune_metrics(
+    run: Run,
+    run_path: Path,
+    task: str,
+    batches: tuple[TaskBatch, TaskBatch, TaskBatch],
+    config: PruneConfig,
+    sweep: tuple[dict, ...],
+    store: PruneStore,
+    fresh: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """The metrics of `prune_to_target_loss` on (train, heldout, test) pairs: from the store
+    when this exact prune was measured before (unless `fresh`), else pruned now and stored.
+
+    Raises UserError, stored or new, when no circuit reaches the target.
+    """
+    weights_sha256 = model_hash(run)
+    key = prune_key(weights_sha256, task, batches, config, sweep)
+    row = None if fresh else store.get(key)
+    if row is not None:
+        log(f"  {task}: stored result of {row['measured_at']} (pass --fresh to prune again)")
+        if row["error"] is not None:
+            raise UserError(row["error"])
+        return json.loads(row["metrics"])
+    fields = {
+        "model_sha256": weights_sha256,
+        "run": str(run_path),
+        "task": task,
+        "target_loss": config.target_loss,
+        "ablation": config.ablation,
+    }
+    measured_at = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        outcome = prune_to_target_loss(run, task, *batches, config, sweep, log=log)
+    except UserError as error:
+        store.put(key, fields | {"error": str(error), "measured_at": measured_at})
+        raise
+    metrics = outcome.metrics
+    columns = {name: metrics[name] for name in ("nodes", "edges", "circuit_loss", "seconds")}
+    store.put(key, fields | columns | {"metrics": json.dumps(metrics), "measured_at": measured_at})
+    return metrics
