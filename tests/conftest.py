@@ -38,7 +38,9 @@ def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> Path:
     """A tiny sparse model trained once for the tests that only read a run."""
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    result = run_cli("train", "--preset", "tiny", "--data", str(corpus_dir), "--out", str(out))
+    tasks = "single_double_quote,var_if"  # scored at each eval, as a user may ask
+    arguments = ["--preset", "tiny", "--data", str(corpus_dir), "--eval-tasks", tasks]
+    result = run_cli("train", *arguments, "--out", str(out))
     assert result.returncode == 0, result.stderr
     return out
 

@@ -36,6 +36,15 @@ def test_tiny_run_lowers_validation_loss_and_reaches_its_density(tiny_run):
     assert (tiny_run / "loss.png").stat().st_size > 1000
 
 
+def test_training_scores_the_eval_tasks_at_each_evaluation(tiny_run):
+    scored = [r["tasks"] for r in metrics(tiny_run) if "val_loss" in r]
+    assert len(scored) == 2
+    for tasks in scored:
+        assert set(tasks) == {"single_double_quote", "var_if"}
+        for score in tasks.values():
+            assert 0 <= score["accuracy"] <= 1 and score["loss"] > 0
+
+
 def test_checkpoint_round_trip_gives_identical_logits(tiny_run, tmp_path):
     run = load_run(tiny_run)
     folder = tiny_run / "checkpoints" / latest_name(tiny_run)
@@ -167,6 +176,7 @@ def test_kill_during_training_never_breaks_the_latest_checkpoint(tmp_path, corpu
         (["--preset", "tiny", "--density", "0"], "density must be in"),
         (["--preset", "tiny", "--data", "/no/such/corpus"], "corpus not found"),
         (["--preset", "tiny", "--device", "tpu"], "unknown device"),
+        (["--preset", "tiny", "--eval-tasks", "quote,var_if"], "unknown task"),
     ],
 )
 def test_bad_training_input_is_one_clear_line(tmp_path, args, message):

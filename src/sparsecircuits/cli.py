@@ -82,6 +82,7 @@ def cli() -> None:
 @click.option("--anneal-end", type=float, help="Fraction of training spent annealing L0.")
 @click.option("--vocab-size", type=int, help="BPE vocabulary size.")
 @click.option("--eval-every", type=int, help="Steps between validation losses.")
+@click.option("--eval-tasks", help="Tasks (comma-separated) scored at each eval.")
 @click.option("--checkpoint-every", type=int, help="Steps between checkpoints.")
 @click.option("--n-layer", type=int)
 @click.option("--d-model", type=int)
@@ -168,7 +169,9 @@ def demo(out: Path, tokens: int, data: str, circuit_model: Path, quiet: bool) ->
 
     started = time.perf_counter()
     resume = latest_name(out) is not None
-    flags = {"data": data} if not resume else {}
+    # The report's loss plot also follows two tasks: one learned early, and quote closing.
+    scored = "while_return_true,single_double_quote"
+    flags = {"data": data, "eval_tasks": scored} if not resume else {}
     model_config, train_config = build_train_configs("small", out, resume, tokens, flags)
     click.echo(
         f"[1/3] training a small weight-sparse model on {data} ({tokens:,} tokens)"

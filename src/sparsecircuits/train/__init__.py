@@ -1,7 +1,8 @@
 """Training: weight-sparse (or dense) GPTs, checkpoints, and loading them back.
 
 Owns the training loop, schedules, the top-k weight projection, checkpoints and presets.
-Imports `sparsecircuits.model`, `sparsecircuits.data` and `sparsecircuits.errors` only;
+Imports `sparsecircuits.model`, `sparsecircuits.data`, `sparsecircuits.tasks` (task scores
+logged while training) and `sparsecircuits.errors` only;
 everything downstream loads a trained model through `load_run`.
 """
 

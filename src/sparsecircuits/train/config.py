@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from sparsecircuits.errors import UserError
 from sparsecircuits.model import GPTConfig
+from sparsecircuits.tasks import get_task
 
 
 @dataclass
@@ -30,6 +31,7 @@ class TrainConfig:
     grad_rms: float = 1.0  # gradients are rescaled to this RMS before every step
     eval_every: int = 200
     eval_tokens: int = 65536
+    eval_tasks: str = ""  # comma-separated tasks whose test loss and accuracy each eval logs
     checkpoint_every: int = 200
     device: str = "cpu"
 
@@ -40,6 +42,12 @@ class TrainConfig:
             raise UserError(f"steps must be at least 1, got {self.steps}")
         if self.batch_size < 1:
             raise UserError(f"batch size must be at least 1, got {self.batch_size}")
+        for name in self.eval_task_names:
+            get_task(name)  # an unknown name fails now, not after the corpus is tokenised
+
+    @property
+    def eval_task_names(self) -> list[str]:
+        return [name for name in (part.strip() for part in self.eval_tasks.split(",")) if name]
 
     @property
     def sparse(self) -> bool:

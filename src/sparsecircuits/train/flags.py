@@ -28,6 +28,7 @@ TRAIN_FLAGS = {
     "anneal_end": ("train", "anneal_end"),
     "vocab_size": ("train", "vocab_size"),
     "eval_every": ("train", "eval_every"),
+    "eval_tasks": ("train", "eval_tasks"),
     "checkpoint_every": ("train", "checkpoint_every"),
     "n_layer": ("model", "n_layer"),
     "d_model": ("model", "d_model"),
@@ -38,7 +39,7 @@ TRAIN_FLAGS = {
     "attention_sink": ("model", "attention_sink"),
 }
 # Flags that may differ on --resume without changing what is trained.
-RESUME_MAY_CHANGE = {"device", "eval_every", "checkpoint_every"}
+RESUME_MAY_CHANGE = {"device", "eval_every", "eval_tasks", "checkpoint_every"}
 
 
 def build_train_configs(

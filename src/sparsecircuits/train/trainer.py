@@ -19,9 +19,16 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from sparsecircuits.data import TokenizedCorpus, prepare_data, sample_batch, validation_batches
+from sparsecircuits.data import (
+    CodeTokenizer,
+    TokenizedCorpus,
+    prepare_data,
+    sample_batch,
+    validation_batches,
+)
 from sparsecircuits.errors import UserError
 from sparsecircuits.model import GPT, GPTConfig, next_token_loss
+from sparsecircuits.tasks import TaskBatch, encode_pairs, evaluate_task, task_pairs
 from sparsecircuits.train import distributed
 from sparsecircuits.train.checkpoint import (
     latest_name,
@@ -111,6 +118,7 @@ def _train(
     eval_set = validation_batches(
         corpus.val, per_rank_batch, model_config.n_ctx, config.eval_tokens
     )
+    task_sets = task_eval_sets(config.eval_task_names, corpus.tokenizer, model_config.n_ctx)
     tokens_per_step = config.batch_size * model_config.n_ctx
     generator = torch.Generator()
     bar = tqdm(
@@ -165,6 +173,11 @@ def _train(
         if done % config.eval_every == 0 or done == config.steps:
             val_loss = evaluate(model, eval_set, device) if group.is_main else math.nan
             record["val_loss"] = val_loss
+            if group.is_main and task_sets:
+                record["tasks"] = {
+                    name: {key: evaluate_task(model, pairs)[key] for key in ("loss", "accuracy")}
+                    for name, pairs in task_sets.items()
+                }
         state = {
             "step": done,
             "tokens": done * tokens_per_step,
@@ -293,6 +306,16 @@ def mean_over_ranks(value: torch.Tensor, group: distributed.ProcessGroup) -> flo
         dist.all_reduce(value)
         value /= group.world_size
     return float(value)
+
+
+def task_eval_sets(
+    names: list[str], tokenizer: CodeTokenizer, n_ctx: int, pairs: int = 256
+) -> dict[str, TaskBatch]:
+    """Test pairs of the `--eval-tasks` tasks, encoded once, scored at every evaluation."""
+    return {
+        name: encode_pairs(task_pairs(name, "test", pairs), tokenizer, n_ctx).batch
+        for name in names
+    }
 
 
 @torch.no_grad()
