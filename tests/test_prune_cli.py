@@ -7,6 +7,7 @@ behaviour to find; the shipped reference models are measured in the README, not 
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -14,8 +15,10 @@ import pytest
 import torch
 
 from cli_runner import run_cli
+from sparsecircuits.circuits import frontier as frontier_module
 from sparsecircuits.circuits.prune import answer_margins, margin_loss
 from sparsecircuits.data import CodeTokenizer
+from sparsecircuits.errors import UserError
 from sparsecircuits.model import GPT, GPTConfig
 from sparsecircuits.tasks import encode_pairs, task_pairs, write_pairs_jsonl
 from sparsecircuits.train import project_to_density, save_checkpoint
@@ -143,6 +146,29 @@ def test_frontier_plots_each_run_and_reuses_stored_prunes(
     assert fresh.returncode == 0 and "stored result" not in fresh.stderr
     other_target = run_cli(*base, "--target-loss", "0.31")
     assert other_target.returncode == 0 and "stored result" not in other_target.stderr
+
+
+def test_frontier_means_cover_only_the_tasks_every_run_reached(
+    quote_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(quote_run, copy)
+    fake_edges = {
+        (str(quote_run), TASK): 10,
+        (str(quote_run), "var_if"): 1000,
+        (str(copy), TASK): 40,
+    }
+
+    def fake_prune(run, path, task, *args, **kwargs) -> dict:
+        if (str(path), task) not in fake_edges:
+            raise UserError(f"no circuit of {task} reached target loss")
+        return {"edges": fake_edges[(str(path), task)]}
+
+    monkeypatch.setattr(frontier_module, "stored_prune_metrics", fake_prune)
+    points = frontier_module.measure_frontier([quote_run, copy], [TASK, "var_if"], 0.15, 1)
+    assert [p["tasks_failed"] for p in points] == [[], ["var_if"]]
+    assert all(p["tasks_compared"] == [TASK] for p in points)
+    assert [p["edges_geomean"] for p in points] == pytest.approx([10, 40])
 
 
 def test_report_shows_the_circuit_in_a_browser(

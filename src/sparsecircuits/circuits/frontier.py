@@ -1,8 +1,8 @@
 """The interpretability / capability frontier (spec section 6).
 
 For each checkpoint: pretraining validation loss against the geometric mean, over tasks, of
-the edges of its pruned circuits at a fixed target loss. Colour = total parameters, marker
-size = nonzero parameters.
+the edges of its pruned circuits at a fixed target loss, over the tasks every run reached.
+Colour = total parameters, marker size = nonzero parameters.
 """
 
 from __future__ import annotations
@@ -61,7 +61,6 @@ def measure_frontier(
             except UserError as error:
                 log(f"  {path}: {error}")
                 edges[task] = None
-        reached = [e for e in edges.values() if e is not None]
         points.append(
             {
                 "run": str(path),
@@ -69,10 +68,14 @@ def measure_frontier(
                 "total_params": summary["total_params"],
                 "nonzero_params": summary["nonzero_params"],
                 "edges": edges,
-                "edges_geomean": geometric_mean(reached),
                 "tasks_failed": [t for t, e in edges.items() if e is None],
             }
         )
+    # Means over different task sets would not compare: use the tasks every run reached.
+    compared = [t for t in tasks if all(p["edges"][t] is not None for p in points)]
+    for point in points:
+        point["tasks_compared"] = compared
+        point["edges_geomean"] = geometric_mean([point["edges"][t] for t in compared])
     return points
 
 
