@@ -57,7 +57,7 @@ def main() -> None:
         model, optimizer, density, _ = runs[name]
         started = time.perf_counter()
         training_step(
-            model, model, optimizer, inputs, targets, density, config, no_autocast, single
+            model, model, optimizer, inputs, targets, (density, None), config, no_autocast, single
         )
         return time.perf_counter() - started
 

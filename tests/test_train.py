@@ -16,6 +16,7 @@ from sparsecircuits.errors import UserError
 from sparsecircuits.model import next_token_loss
 from sparsecircuits.train import load_run, preset_configs, train
 from sparsecircuits.train.checkpoint import latest_name
+from sparsecircuits.train.flags import train_command
 
 
 def metrics(run: Path) -> list[dict]:
@@ -85,6 +86,20 @@ def test_dense_baseline_is_the_same_command_with_density_one(tmp_path, corpus_di
     assert result.returncode == 0, result.stderr
     summary = json.loads(run_cli("info", str(out), "--json").stdout)
     assert summary["density"] > 0.99
+
+
+def test_embedding_density_flag_keeps_more_of_the_embeddings(tmp_path, corpus_dir):
+    out = tmp_path / "embeddings"
+    args = ["--preset", "tiny", "--data", str(corpus_dir), "--steps", "30", "--quiet"]
+    result = run_cli("train", *args, "--embedding-density", "0.5", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    by_kind = json.loads(run_cli("info", str(out), "--json").stdout)["density_by_kind"]
+    assert by_kind["embedding"] == pytest.approx(0.5, abs=0.01)
+    assert by_kind["bias"] == pytest.approx(0.5, abs=0.02)
+    # Block weights keep 1/16, or the 4-per-channel minimum: 4 of 32 inputs in this preset.
+    assert by_kind["attn_q"] == pytest.approx(4 / 32)
+    # The command that reproduces the run (in an exported model's README) carries the flag.
+    assert "--embedding-density 0.5" in train_command(load_run(out).config, str(out))
 
 
 def test_two_process_torchrun_training(tmp_path, corpus_dir):

@@ -9,7 +9,12 @@ from sparsecircuits.train.schedules import (
     sharkfin_learning_rate,
     warmup_then_linear_decay,
 )
-from sparsecircuits.train.weight_sparsity import kept_count, project_to_density, topk_mask
+from sparsecircuits.train.weight_sparsity import (
+    is_embedding_or_bias,
+    kept_count,
+    project_to_density,
+    topk_mask,
+)
 
 
 @pytest.mark.parametrize("rule", [None, "rows", "cols"])
@@ -46,6 +51,23 @@ def test_projecting_a_model_sparsifies_every_group_and_spares_norms():
             assert int((param != 0).sum(1).min()) >= 4
     assert int(model.blocks[0].norm_attn.weight.count_nonzero()) == 64
     assert int(model.bigram.weight.count_nonzero()) == 128 * 128
+
+
+def test_embeddings_unembedding_and_biases_may_keep_their_own_fraction():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, d_model=64, n_ctx=16, vocab_size=128, learned_positions=True))
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param))
+    project_to_density(model, 0.0625, embedding_density=0.5)
+    outer = {"wte.weight", "wpe.weight", "lm_head.weight", "lm_head.bias", "blocks.0.mlp.fc.bias"}
+    seen = set()
+    for name, param, _ in model.weight_sparsity_groups():
+        kept = 0.5 if is_embedding_or_bias(name) else 0.0625
+        assert int(param.count_nonzero()) == kept_count(param.numel(), kept), name
+        seen |= {name} & outer
+    assert seen == outer
+    assert int(model.blocks[0].attn.q_proj.weight.count_nonzero()) == 64 * 64 // 16
 
 
 def test_kept_fraction_anneals_linearly_then_holds():

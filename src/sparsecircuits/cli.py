@@ -70,6 +70,11 @@ def cli() -> None:
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 @click.option("--density", type=float, help="Kept fraction of weights, e.g. 0.0625; 1 = dense.")
+@click.option(
+    "--embedding-density",
+    type=float,
+    help="Kept fraction of embeddings, unembedding and biases (default: --density).",
+)
 @click.option("--afrac", type=float, help="AbsTopK activation kept fraction (default: off).")
 @click.option("--steps", type=int, help="Optimizer steps.")
 @click.option("--tokens", type=int, help="Token budget (sets --steps).")

@@ -22,6 +22,8 @@ class TrainConfig:
     lr: float = 3e-3
     density: float = 1 / 16  # kept fraction of every sparsified tensor at the end of annealing
     anneal_end: float = 0.5  # fraction of training over which the kept fraction reaches it
+    # Kept fraction of embeddings, unembedding and biases; None: the same as `density`.
+    embedding_density: float | None = None
     min_per_neuron: int = 4
     warmup_frac: float = 0.01
     weight_decay: float = 0.1
@@ -36,8 +38,12 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if not 0 < self.density <= 1:
-            raise UserError(f"density must be in (0, 1], got {self.density}")
+        for flag, value in (
+            ("density", self.density),
+            ("embedding density", self.embedding_density),
+        ):
+            if value is not None and not 0 < value <= 1:
+                raise UserError(f"{flag} must be in (0, 1], got {value}")
         if self.steps < 1:
             raise UserError(f"steps must be at least 1, got {self.steps}")
         if self.batch_size < 1:
@@ -51,7 +57,7 @@ class TrainConfig:
 
     @property
     def sparse(self) -> bool:
-        return self.density < 1
+        return self.density < 1 or (self.embedding_density or 1) < 1
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -17,6 +17,7 @@ from sparsecircuits.train.config import TrainConfig, preset_configs, steps_for_t
 # CLI flag -> (config, field): which dataclass field a training flag overrides.
 TRAIN_FLAGS = {
     "density": ("train", "density"),
+    "embedding_density": ("train", "embedding_density"),
     "afrac": ("model", "afrac"),
     "steps": ("train", "steps"),
     "seed": ("train", "seed"),

@@ -136,6 +136,9 @@ def _train(
     for step in range(start_step, config.steps):
         step_started = time.perf_counter()
         density = kept_fraction(step, config.steps, config.density, config.anneal_end)
+        embedding_density = config.embedding_density and kept_fraction(
+            step, config.steps, config.embedding_density, config.anneal_end
+        )
         lr = sharkfin_learning_rate(
             step, config.steps, config.lr, config.density, density, config.warmup_frac
         )
@@ -145,7 +148,15 @@ def _train(
         inputs, targets = sample_batch(corpus.train, per_rank_batch, model_config.n_ctx, generator)
         inputs, targets = inputs.to(device), targets.to(device)
         loss_value = training_step(
-            model, ddp_model, optimizer, inputs, targets, density, config, autocast, group
+            model,
+            ddp_model,
+            optimizer,
+            inputs,
+            targets,
+            (density, embedding_density),
+            config,
+            autocast,
+            group,
         )
         if not math.isfinite(loss_value):
             bar.close()
@@ -216,7 +227,7 @@ def training_step(
     optimizer: torch.optim.Optimizer,
     inputs: torch.Tensor,
     targets: torch.Tensor,
-    density: float,
+    densities: tuple[float, float | None],
     config: TrainConfig,
     autocast: torch.autocast,
     group: distributed.ProcessGroup,
@@ -232,7 +243,8 @@ def training_step(
     rescale_gradients(model, config.grad_rms)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    project_to_density(model, density, config.min_per_neuron)
+    density, embedding_density = densities  # of the block weights; of embeddings and biases
+    project_to_density(model, density, config.min_per_neuron, embedding_density)
     return loss_value
 
 

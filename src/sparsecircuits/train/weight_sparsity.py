@@ -36,13 +36,25 @@ def topk_mask(
     return mask.view_as(weight)
 
 
+def is_embedding_or_bias(name: str) -> bool:
+    """The tensors outside the blocks' weight matrices: token and position embeddings, the
+    unembedding and every bias. Circuit edges never run through them, so they may keep a larger
+    fraction (spec section 2) without making circuits any larger."""
+    return name.endswith("bias") or name.startswith(("wte.", "wpe.", "lm_head."))
+
+
 @torch.no_grad()
-def project_to_density(model: GPT, density: float, min_per_neuron: int = 4) -> None:
-    """Zero all but the top-|w| `density` fraction of every sparsified tensor, in place."""
-    if density >= 1.0:
-        return
-    for _, param, rule in model.weight_sparsity_groups():
-        param.mul_(topk_mask(param, density, rule, min_per_neuron))
+def project_to_density(
+    model: GPT, density: float, min_per_neuron: int = 4, embedding_density: float | None = None
+) -> None:
+    """Zero all but the top-|w| `density` fraction of every sparsified tensor, in place;
+    embeddings, unembedding and biases keep `embedding_density` instead, when it is given."""
+    for name, param, rule in model.weight_sparsity_groups():
+        kept = density
+        if embedding_density is not None and is_embedding_or_bias(name):
+            kept = embedding_density
+        if kept < 1.0:
+            param.mul_(topk_mask(param, kept, rule, min_per_neuron))
 
 
 def density_report(model: nn.Module | GPT) -> dict[str, dict[str, int]]:
