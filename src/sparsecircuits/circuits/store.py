@@ -97,8 +97,9 @@ def stored_prune_metrics(
     fresh: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """The metrics of `prune_to_target_loss` on (train, heldout, test) pairs: from the store
-    when this exact prune was measured before (unless `fresh`), else pruned now and stored.
+    """The metrics of `prune_to_target_loss` on (train, heldout, test) pairs, with its sweep
+    history: from the store when this exact prune was measured before (unless `fresh`), else
+    pruned now and stored.
 
     Raises UserError, stored or new, when no circuit reaches the target.
     """
@@ -123,7 +124,7 @@ def stored_prune_metrics(
     except UserError as error:
         store.put(key, fields | {"error": str(error), "measured_at": measured_at})
         raise
-    metrics = outcome.metrics
+    metrics = {**outcome.metrics, "sweep": outcome.sweep}  # the sweep, for tuning the recipe
     columns = {name: metrics[name] for name in ("nodes", "edges", "circuit_loss", "seconds")}
     store.put(key, fields | columns | {"metrics": json.dumps(metrics), "measured_at": measured_at})
     return metrics
