@@ -16,6 +16,8 @@ import json
 import statistics
 from pathlib import Path
 
+import torch
+
 from sparsecircuits.circuits import PruneConfig
 from sparsecircuits.circuits.frontier import geometric_mean
 from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP
@@ -48,10 +50,11 @@ def main() -> None:
     rows = []
     for task in tasks:
         batches = {name: task_batches(run, task, None) for name, run in runs.items()}
-        full = {
-            name: float(margin_loss(answer_margins(runs[name].model, heldout)).mean())
-            for name, (_, _, heldout, _) in batches.items()
-        }
+        with torch.no_grad():
+            full = {
+                name: float(margin_loss(answer_margins(runs[name].model, heldout)).mean())
+                for name, (_, _, heldout, _) in batches.items()
+            }
         row = {"task": task, **{f"{name}_full_loss": loss for name, loss in full.items()}}
         if max(full.values()) > args.target_loss:
             print(f"{task}: skipped, not done by both (full losses {fmt(full)})", flush=True)
