@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP
 from sparsecircuits.circuits.prune import PruneConfig
@@ -93,17 +94,21 @@ def plot_frontier(points: list[dict], out: Path) -> Path:
             edgecolors="black",
             linewidths=0.5,
         )
-        fig.colorbar(scatter, ax=axis, label="total parameters")
+        colorbar = fig.colorbar(scatter, ax=axis, label="total parameters (millions)")
+        colorbar.formatter = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value / 1e6:.2f}")
+        colorbar.update_ticks()
         for p in drawn:
             axis.annotate(
                 Path(p["run"]).name,
                 (p["val_loss"], p["edges_geomean"]),
                 textcoords="offset points",
-                xytext=(6, 6),
+                xytext=(0, 12),
+                ha="center",
                 fontsize=8,
             )
+        axis.margins(x=0.2, y=0.25)
     axis.set_yscale("log")
     axis.set_xlabel("pretraining validation loss (nats/token)")
     axis.set_ylabel("circuit edges (geometric mean over tasks)")
-    axis.set_title("interpretability vs capability (marker size: nonzero parameters)")
+    axis.set_title("circuit size vs capability; marker size: nonzero parameters", fontsize=10)
     return save_figure(fig, out)
