@@ -20,7 +20,6 @@ import torch
 
 from sparsecircuits.circuits import PruneConfig
 from sparsecircuits.circuits.frontier import geometric_mean
-from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP
 from sparsecircuits.circuits.prune import answer_margins, margin_loss
 from sparsecircuits.circuits.store import PruneStore, stored_prune_metrics
 from sparsecircuits.circuits.task_data import task_batches
@@ -46,7 +45,6 @@ def main() -> None:
     store = PruneStore()
     tasks = args.tasks.split(",") if args.tasks else list(TASKS)
     config = PruneConfig(target_loss=args.target_loss, steps=args.steps)
-    settings = DEFAULT_SWEEP[: max(1, args.sweep)]
     rows = []
     for task in tasks:
         batches = {name: task_batches(run, task, None) for name, run in runs.items()}
@@ -64,7 +62,15 @@ def main() -> None:
             _, *pairs = batches[name]
             try:
                 metrics = stored_prune_metrics(
-                    run, paths[name], task, tuple(pairs), config, settings, store, args.fresh, print
+                    run,
+                    paths[name],
+                    task,
+                    tuple(pairs),
+                    config,
+                    args.sweep,
+                    store,
+                    args.fresh,
+                    print,
                 )
             except UserError as error:
                 print(f"{task} ({name}): {error}", flush=True)

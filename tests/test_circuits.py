@@ -7,6 +7,7 @@ import torch
 from sparsecircuits.circuits.edges import circuit_edges
 from sparsecircuits.circuits.masks import NodeMasks, fixed_mask_hooks, heaviside
 from sparsecircuits.circuits.nodes import compute_mean_activations, node_groups
+from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP, next_setting
 from sparsecircuits.circuits.prune import fit_calibration, margin_loss, smallest_k_meeting_target
 from sparsecircuits.model import GPT, GPTConfig
 from sparsecircuits.train.weight_sparsity import project_to_density
@@ -138,3 +139,27 @@ def test_calibration_removes_a_constant_bias_toward_one_answer():
     assert json.loads(json.dumps(calibration.to_dict()))["scale"] == pytest.approx(
         calibration.scale
     )
+
+
+def setting_result(k_coef: float, nodes: int, active: int, met: bool = True) -> dict:
+    return {"k_coef": k_coef, "nodes": nodes, "active_after_training": active, "met": met}
+
+
+@pytest.mark.parametrize(
+    ("history", "expected"),
+    [
+        # Pruned too hard (the circuit needed nodes the masks switched off): weaker penalty.
+        ([setting_result(1e-3, 3716, 17)], 3e-4),
+        ([setting_result(1e-3, 5000, 20, met=False)], 3e-4),
+        ([setting_result(1e-3, 3716, 17), setting_result(3e-4, 4000, 30)], 1e-4),
+        # A good setting: try a stronger penalty for a smaller circuit.
+        ([setting_result(1e-3, 54, 242)], 3e-3),
+        ([setting_result(1e-3, 104, 348), setting_result(3e-3, 107, 195)], 1e-2),
+        # Nothing left between a good penalty and one known to be too strong.
+        ([setting_result(1e-3, 54, 242), setting_result(3e-3, 3507, 16)], None),
+        ([setting_result(1e-3, 3716, 17), setting_result(3e-4, 129, 199)], None),
+    ],
+)
+def test_the_sweep_steers_the_node_penalty_by_what_each_setting_did(history, expected):
+    chosen = next_setting(DEFAULT_SWEEP, history)
+    assert (chosen and chosen["k_coef"]) == expected

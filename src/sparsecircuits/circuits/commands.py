@@ -46,16 +46,15 @@ def prune(
 ) -> None:
     """Find the smallest circuit of RUN that does a task at the target loss."""
     from sparsecircuits.circuits.circuit_file import outcome_to_record, write_circuit
-    from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP, prune_to_target_loss
+    from sparsecircuits.circuits.pipeline import prune_to_target_loss
     from sparsecircuits.circuits.prune import PruneConfig
     from sparsecircuits.train import load_run
 
     loaded = load_run(run)
     name, train, heldout, test = task_batches(loaded, task, pairs_file, seed)
     config = PruneConfig(target_loss=target_loss, ablation=ablation, steps=steps, seed=seed)
-    settings = DEFAULT_SWEEP[: max(1, sweep)]
     outcome = prune_to_target_loss(
-        loaded, name, train, heldout, test, config, settings, log=log_to_stderr
+        loaded, name, train, heldout, test, config, sweep, log=log_to_stderr
     )
     if out is not None:
         write_circuit(outcome_to_record(loaded, outcome), out)

@@ -14,7 +14,6 @@ from pathlib import Path
 import matplotlib
 import matplotlib.ticker
 
-from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP
 from sparsecircuits.circuits.prune import PruneConfig
 from sparsecircuits.circuits.store import PruneStore, stored_prune_metrics
 from sparsecircuits.circuits.task_data import task_batches
@@ -53,10 +52,9 @@ def measure_frontier(
         for task in tasks:
             _, *batches = task_batches(run, task, None)
             config = PruneConfig(target_loss=target_loss, steps=steps)
-            settings = DEFAULT_SWEEP[: max(1, sweep)]
             try:
                 metrics = stored_prune_metrics(
-                    run, path, task, tuple(batches), config, settings, store, fresh, log
+                    run, path, task, tuple(batches), config, sweep, store, fresh, log
                 )
                 edges[task] = metrics["edges"]
             except UserError as error:

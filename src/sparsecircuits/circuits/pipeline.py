@@ -4,6 +4,11 @@
 smallest circuit that meets the target on held-out pairs, then measures it on the test pairs:
 sufficiency (everything outside the circuit ablated), necessity (only the circuit ablated) and
 a control (a random circuit of the same size).
+
+The sweep steers the node penalty k_coef by what each setting did. A penalty too strong for
+the model switches off nodes the task needs; the circuit then has to be completed from nodes
+the masks ranked at random, and it comes out huge (dense models: thousands of nodes with 20
+left active). So after such a setting the next one penalises less, and after a good one more.
 """
 
 from __future__ import annotations
@@ -30,13 +35,37 @@ from sparsecircuits.errors import UserError
 from sparsecircuits.tasks import TaskBatch
 from sparsecircuits.train import Run
 
-# Mask-training settings the sweep tries, in order; each overrides PruneConfig fields.
+# Mask-training settings the sweep chooses from (each overrides PruneConfig fields); it starts
+# with the first and moves to a weaker or stronger node penalty as `next_setting` decides.
 DEFAULT_SWEEP = (
     {"k_coef": 1e-3, "lr": 3e-2},
     {"k_coef": 3e-3, "lr": 3e-2},
     {"k_coef": 3e-4, "lr": 3e-2},
     {"k_coef": 1e-2, "lr": 3e-2},
+    {"k_coef": 1e-4, "lr": 3e-2},
 )
+
+
+def pruned_too_hard(result: dict) -> bool:
+    """Did the target need nodes the trained masks had switched off (or was it not met)?"""
+    return not result["met"] or result["nodes"] > result["active_after_training"]
+
+
+def next_setting(candidates: tuple[dict, ...], history: list[dict]) -> dict | None:
+    """The untried setting to run next: the nearest weaker penalty after a setting that pruned
+    too hard, the nearest stronger one after a good one, never past a penalty already known to
+    be too strong or below one known to be good. None when nothing is left between them."""
+    good = [h["k_coef"] for h in history if not pruned_too_hard(h)]
+    too_strong = [h["k_coef"] for h in history if pruned_too_hard(h)]
+    low, high = max(good, default=0.0), min(too_strong, default=float("inf"))
+    tried = {h["k_coef"] for h in history}
+    open_range = [c for c in candidates if low < c["k_coef"] < high and c["k_coef"] not in tried]
+    last = history[-1]["k_coef"]
+    if pruned_too_hard(history[-1]):
+        weaker = [c for c in open_range if c["k_coef"] < last]
+        return max(weaker, key=lambda c: c["k_coef"], default=None)
+    stronger = [c for c in open_range if c["k_coef"] > last]
+    return min(stronger, key=lambda c: c["k_coef"], default=None)
 
 
 @dataclass
@@ -116,11 +145,12 @@ def prune_to_target_loss(
     heldout: TaskBatch,
     test: TaskBatch,
     config: PruneConfig,
-    sweep: tuple[dict, ...] = DEFAULT_SWEEP,
+    settings: int = 4,
     time_budget: float = 170.0,
     log=print,
 ) -> PruneOutcome:
-    """The smallest circuit of `task` meeting `config.target_loss` over a short sweep.
+    """The smallest circuit of `task` meeting `config.target_loss` over a sweep of at most
+    `settings` mask-training settings (stopped early by `time_budget` seconds).
 
     Raises UserError when no setting reaches the target (saying the best loss reached).
     """
@@ -140,7 +170,11 @@ def prune_to_target_loss(
     closest = float("inf")
     history = []
     longest = 0.0  # the slowest setting so far predicts the next one
-    for index, overrides in enumerate(sweep):
+    overrides: dict | None = DEFAULT_SWEEP[0]
+    for index in range(max(1, settings)):
+        if overrides is None:
+            log(f"  sweep done after {index} settings: no untried penalty left between them")
+            break
         if index and time.perf_counter() - started + longest > time_budget:
             log(f"  sweep stopped after {index} settings: the next would pass {time_budget:.0f} s")
             break
@@ -168,14 +202,16 @@ def prune_to_target_loss(
             }
         )
         log(
-            f"  sweep {index + 1}/{len(sweep)} {overrides}: {size} nodes, held-out loss "
-            f"{search.loss:.4f}{'' if met else ' (target not met)'} "
+            f"  sweep {index + 1}/{settings} {overrides}: {size} nodes "
+            f"({history[-1]['active_after_training']} active after mask training), held-out "
+            f"loss {search.loss:.4f}{'' if met else ' (target not met)'} "
             f"[masks {trained - setting_started:.0f} s, search {searched - trained:.0f} s "
             f"over {len(search.tried)} k]"
         )
         closest = min(closest, search.loss)
         if met and (best is None or size < int(best[0].keep.sum())):
             best = (search, scores, setting)
+        overrides = next_setting(DEFAULT_SWEEP, history)
     if best is None:
         raise UserError(
             f"no circuit of {task} reached target loss {config.target_loss}: best held-out loss "

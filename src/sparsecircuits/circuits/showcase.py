@@ -8,7 +8,7 @@ from pathlib import Path
 from sparsecircuits.circuits.circuit_file import outcome_to_record, write_circuit
 from sparsecircuits.circuits.draw import circuit_svg, node_activations, write_drawing
 from sparsecircuits.circuits.nodes import node_groups
-from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP, prune_to_target_loss
+from sparsecircuits.circuits.pipeline import prune_to_target_loss
 from sparsecircuits.circuits.prune import PruneConfig
 from sparsecircuits.circuits.task_data import task_batches
 from sparsecircuits.tasks import task_pairs
@@ -33,7 +33,7 @@ def prune_and_draw(
         heldout,
         test,
         PruneConfig(steps=steps),
-        DEFAULT_SWEEP[:sweep],
+        sweep,
         log=log,
     )
     record = outcome_to_record(loaded, outcome)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sparsecircuits.circuits.circuit_file import model_hash
-from sparsecircuits.circuits.pipeline import prune_to_target_loss
+from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP, prune_to_target_loss
 from sparsecircuits.circuits.prune import PruneConfig
 from sparsecircuits.data.tokens import default_cache_root
 from sparsecircuits.errors import UserError
@@ -75,11 +75,16 @@ class PruneStore:
 
 
 def prune_key(
-    weights_sha256: str, task: str, batches: tuple[TaskBatch, ...], config: PruneConfig, sweep
+    weights_sha256: str,
+    task: str,
+    batches: tuple[TaskBatch, ...],
+    config: PruneConfig,
+    settings: int,
 ) -> str:
     digest = hashlib.sha256()
-    settings = {"model": weights_sha256, "task": task, "config": config.to_dict()}
-    digest.update(json.dumps({**settings, "sweep": list(sweep)}, sort_keys=True).encode())
+    what = {"model": weights_sha256, "task": task, "config": config.to_dict()}
+    sweep = {"settings": settings, "candidates": list(DEFAULT_SWEEP)}
+    digest.update(json.dumps({**what, "sweep": sweep}, sort_keys=True).encode())
     for batch in batches:
         for tensor in (batch.tokens, batch.last, batch.correct, batch.wrong):
             digest.update(tensor.contiguous().numpy().tobytes())
@@ -92,7 +97,7 @@ def stored_prune_metrics(
     task: str,
     batches: tuple[TaskBatch, TaskBatch, TaskBatch],
     config: PruneConfig,
-    sweep: tuple[dict, ...],
+    settings: int,
     store: PruneStore,
     fresh: bool = False,
     log: Callable[[str], None] = print,
@@ -104,7 +109,7 @@ def stored_prune_metrics(
     Raises UserError, stored or new, when no circuit reaches the target.
     """
     weights_sha256 = model_hash(run)
-    key = prune_key(weights_sha256, task, batches, config, sweep)
+    key = prune_key(weights_sha256, task, batches, config, settings)
     row = None if fresh else store.get(key)
     if row is not None:
         log(f"  {task}: stored result of {row['measured_at']} (pass --fresh to prune again)")
@@ -120,7 +125,7 @@ def stored_prune_metrics(
     }
     measured_at = datetime.now(UTC).isoformat(timespec="seconds")
     try:
-        outcome = prune_to_target_loss(run, task, *batches, config, sweep, log=log)
+        outcome = prune_to_target_loss(run, task, *batches, config, settings, log=log)
     except UserError as error:
         store.put(key, fields | {"error": str(error), "measured_at": measured_at})
         raise
