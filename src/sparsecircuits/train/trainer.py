@@ -185,9 +185,10 @@ def _train(
             val_loss = evaluate(model, eval_set, device) if group.is_main else math.nan
             record["val_loss"] = val_loss
             if group.is_main and task_sets:
+                scores = {name: evaluate_task(model, pairs) for name, pairs in task_sets.items()}
                 record["tasks"] = {
-                    name: {key: evaluate_task(model, pairs)[key] for key in ("loss", "accuracy")}
-                    for name, pairs in task_sets.items()
+                    name: {key: score[key] for key in ("loss", "accuracy")}
+                    for name, score in scores.items()
                 }
         state = {
             "step": done,
