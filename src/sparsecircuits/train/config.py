@@ -55,10 +55,6 @@ class TrainConfig:
     def eval_task_names(self) -> list[str]:
         return [name for name in (part.strip() for part in self.eval_tasks.split(",")) if name]
 
-    @property
-    def sparse(self) -> bool:
-        return self.density < 1 or (self.embedding_density or 1) < 1
-
     def to_dict(self) -> dict:
         return asdict(self)
 

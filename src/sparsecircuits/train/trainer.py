@@ -118,7 +118,11 @@ def _train(
     eval_set = validation_batches(
         corpus.val, per_rank_batch, model_config.n_ctx, config.eval_tokens
     )
-    task_sets = task_eval_sets(config.eval_task_names, corpus.tokenizer, model_config.n_ctx)
+    task_sets = (  # only the main process evaluates
+        task_eval_sets(config.eval_task_names, corpus.tokenizer, model_config.n_ctx)
+        if group.is_main
+        else {}
+    )
     tokens_per_step = config.batch_size * model_config.n_ctx
     generator = torch.Generator()
     bar = tqdm(
@@ -184,7 +188,7 @@ def _train(
         if done % config.eval_every == 0 or done == config.steps:
             val_loss = evaluate(model, eval_set, device) if group.is_main else math.nan
             record["val_loss"] = val_loss
-            if group.is_main and task_sets:
+            if task_sets:
                 scores = {name: evaluate_task(model, pairs) for name, pairs in task_sets.items()}
                 record["tasks"] = {
                     name: {key: score[key] for key in ("loss", "accuracy")}
