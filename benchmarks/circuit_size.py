@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("dense", type=Path)
     parser.add_argument("--tasks", help="comma-separated task names (default: all 20)")
     parser.add_argument("--target-loss", type=float, default=0.15)
-    parser.add_argument("--sweep", type=int, default=2, help="mask-training settings per prune")
+    parser.add_argument("--sweep", type=int, default=4, help="settings per prune, as prune --sweep")
     parser.add_argument("--steps", type=int, default=PruneConfig.steps)
     parser.add_argument("--fresh", action="store_true", help="prune again, ignore stored results")
     parser.add_argument("--json", type=Path, help="also write the rows here")

@@ -9,6 +9,7 @@ from sparsecircuits.circuits.masks import NodeMasks, fixed_mask_hooks, heaviside
 from sparsecircuits.circuits.nodes import compute_mean_activations, node_groups
 from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP, next_setting
 from sparsecircuits.circuits.prune import fit_calibration, margin_loss, smallest_k_meeting_target
+from sparsecircuits.circuits.trim import node_degrees, trim_circuit, trim_order
 from sparsecircuits.model import GPT, GPTConfig
 from sparsecircuits.train.weight_sparsity import project_to_density
 
@@ -117,6 +118,39 @@ def test_the_k_search_finds_the_smallest_k_despite_a_non_monotone_loss():
 
     assert smallest_k_meeting_target(loss, total=4000, target_loss=0.15) == 37
     assert smallest_k_meeting_target(lambda k: 0.5 - k / 10000, 4000, 0.01) == 4000
+
+
+def test_trimming_drops_every_node_the_target_does_not_need_and_keeps_the_rest():
+    # The task needs nodes 2 and 5 together, or node 7 alone; the top-k circuit kept 0-9.
+    def loss(keep: torch.Tensor) -> float:
+        return 0.1 if (keep[2] and keep[5]) or keep[7] else 0.6
+
+    keep = torch.zeros(20, dtype=torch.bool)
+    keep[:10] = True
+    order = list(range(10))  # node 7 is tried before it is the only way left
+    result = trim_circuit(loss, keep, order, 0.15, deadline=float("inf"), loss=0.1)
+    assert result.keep.nonzero().flatten().tolist() == [7]
+    assert (result.dropped, result.tried, result.finished) == (9, 10, True)
+    assert keep.sum() == 10  # the caller's circuit is left as it was
+    stopped = trim_circuit(loss, keep, order, 0.15, deadline=0.0, loss=0.1)
+    assert not stopped.finished and stopped.keep.equal(keep)
+
+
+def test_trimming_tries_low_scores_first_and_then_the_most_connected_nodes():
+    model = make_model()
+    groups = node_groups(model.config)
+    keep = torch.zeros(sum(g.width for g in groups), dtype=torch.bool)
+    keep[: groups[0].width + groups[1].width + groups[2].width + groups[3].width] = True
+    degrees = node_degrees(model, groups, keep)
+    edges = circuit_edges(model, groups, keep)
+    assert int(degrees.sum()) == 2 * len(edges) > 0
+    assert int(degrees[~keep].sum()) == 0
+    scores = torch.ones(keep.numel())
+    scores[5] = 0.2
+    order = trim_order(keep, scores, degrees)
+    assert order[0] == 5 and sorted(order) == keep.nonzero().flatten().tolist()
+    rest = [degrees[i] for i in order[1:]]
+    assert rest == sorted(rest, reverse=True)
 
 
 def test_calibration_removes_a_constant_bias_toward_one_answer():

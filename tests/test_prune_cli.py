@@ -69,6 +69,9 @@ def test_prune_finds_a_small_sufficient_and_necessary_circuit(
     record = json.loads(circuit_file.read_text())
     assert record["task"] == TASK and record["target_loss"] == 0.3
     assert len(record["nodes"]) == summary["nodes"] and len(record["edges"]) == summary["edges"]
+    trim = record["metrics"]["trim"]  # trimming only drops nodes from the top-k circuit
+    assert trim["tried"] >= trim["dropped"] >= 0
+    assert trim["nodes_before"] - trim["dropped"] == summary["nodes"]
 
     evaluated = run_cli(
         "circuit", "eval", str(circuit_file), str(quote_run), "--task", TASK, "--json"

@@ -30,6 +30,12 @@ def log_to_stderr(message: str) -> None:
 @click.option("--ablation", type=click.Choice(["mean", "zero"]), default="mean", show_default=True)
 @click.option("--steps", default=300, show_default=True, help="Mask-training steps per setting.")
 @click.option("--sweep", default=4, show_default=True, help="Settings tried (1 = no sweep).")
+@click.option(
+    "--trim/--no-trim",
+    default=True,
+    show_default=True,
+    help="Then drop the circuit's nodes one by one while the target still holds.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def prune(
@@ -41,6 +47,7 @@ def prune(
     ablation: str,
     steps: int,
     sweep: int,
+    trim: bool,
     seed: int,
     as_json: bool,
 ) -> None:
@@ -54,7 +61,7 @@ def prune(
     name, train, heldout, test = task_batches(loaded, task, pairs_file, seed)
     config = PruneConfig(target_loss=target_loss, ablation=ablation, steps=steps, seed=seed)
     outcome = prune_to_target_loss(
-        loaded, name, train, heldout, test, config, sweep, log=log_to_stderr
+        loaded, name, train, heldout, test, config, sweep, trim=trim, log=log_to_stderr
     )
     if out is not None:
         write_circuit(outcome_to_record(loaded, outcome), out)
@@ -164,7 +171,7 @@ def circuit_draw(circuit_file: Path, out: Path, run: Path | None) -> None:
 @click.option("--tasks", "task_names", required=True, help="Comma-separated task names.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="PNG plot.")
 @click.option("--target-loss", default=0.15, show_default=True, type=float)
-@click.option("--sweep", default=2, show_default=True, help="Settings tried per task.")
+@click.option("--sweep", default=4, show_default=True, help="Settings tried per task (as prune).")
 @click.option("--steps", default=300, show_default=True, help="Mask-training steps per setting.")
 @click.option("--fresh", is_flag=True, help="Prune again even where a stored result exists.")
 @click.option("--json", "as_json", is_flag=True)

@@ -184,14 +184,21 @@ def legend(height: float) -> str:
     return "\n".join(parts)
 
 
+def metric_text(value: object) -> str:
+    """A metric as shown in the page: floats to 4 places, dicts as `key value` pairs."""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {metric_text(item)}" for key, item in value.items())
+    return str(value)
+
+
 def circuit_html(
     record: dict, activations: dict[str, list[float]] | None, prompts: list[str]
 ) -> str:
     metrics = record.get("metrics", {})
     rows = "".join(
-        f"<tr><td>{escape(str(key))}</td><td>{value:.4f}</td></tr>"
-        if isinstance(value, float)
-        else f"<tr><td>{escape(str(key))}</td><td>{escape(str(value))}</td></tr>"
+        f"<tr><td>{escape(str(key))}</td><td>{escape(metric_text(value))}</td></tr>"
         for key, value in metrics.items()
     )
     prompt_list = "".join(f"<li><pre>{escape(p)}</pre></li>" for p in prompts)

@@ -1,9 +1,9 @@
 """From a trained run and a task to a verified circuit: prune, sweep, check, measure.
 
 `prune_to_target_loss` runs a small automatic sweep over mask-training settings, keeps the
-smallest circuit that meets the target on held-out pairs, then measures it on the test pairs:
-sufficiency (everything outside the circuit ablated), necessity (only the circuit ablated) and
-a control (a random circuit of the same size).
+smallest circuit that meets the target on held-out pairs, trims it node by node in the time
+left, then measures it on the test pairs: sufficiency (everything outside the circuit ablated),
+necessity (only the circuit ablated) and a control (a random circuit of the same size).
 
 The sweep steers the node penalty k_coef by what each setting did. A penalty too strong for
 the model switches off nodes the task needs; the circuit then has to be completed from nodes
@@ -13,6 +13,7 @@ left active). So after such a setting the next one penalises less, and after a g
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field, replace
 
@@ -26,12 +27,15 @@ from sparsecircuits.circuits.prune import (
     CircuitSearch,
     PruneConfig,
     answer_margins,
+    calibrated_fit,
     fit_calibration,
     margin_loss,
     smallest_circuit_meeting_target,
     train_node_masks,
 )
+from sparsecircuits.circuits.trim import node_degrees, trim_circuit, trim_order
 from sparsecircuits.errors import UserError
+from sparsecircuits.model import GPT
 from sparsecircuits.tasks import TaskBatch
 from sparsecircuits.train import Run
 
@@ -44,6 +48,10 @@ DEFAULT_SWEEP = (
     {"k_coef": 1e-2, "lr": 3e-2},
     {"k_coef": 1e-4, "lr": 3e-2},
 )
+# Seconds of the time budget the sweep leaves for trimming the chosen circuit.
+TRIM_RESERVE = 45.0
+# Bumped whenever a change alters what a prune returns: stored results are keyed by it.
+RECIPE_VERSION = 2
 
 
 def pruned_too_hard(result: dict) -> bool:
@@ -147,10 +155,12 @@ def prune_to_target_loss(
     config: PruneConfig,
     settings: int = 4,
     time_budget: float = 170.0,
+    trim: bool = True,
     log=print,
 ) -> PruneOutcome:
     """The smallest circuit of `task` meeting `config.target_loss` over a sweep of at most
-    `settings` mask-training settings (stopped early by `time_budget` seconds).
+    `settings` mask-training settings, trimmed node by node if `trim`, all within about
+    `time_budget` seconds.
 
     Raises UserError when no setting reaches the target (saying the best loss reached).
     """
@@ -175,8 +185,12 @@ def prune_to_target_loss(
         if overrides is None:
             log(f"  sweep done after {index} settings: no untried penalty left between them")
             break
-        if index and time.perf_counter() - started + longest > time_budget:
-            log(f"  sweep stopped after {index} settings: the next would pass {time_budget:.0f} s")
+        # Time is kept back for trimming once there is a circuit worth trimming: after
+        # settings that pruned too hard, a better setting is worth more than trimming.
+        worth_trimming = trim and any(not pruned_too_hard(h) for h in history)
+        sweep_budget = time_budget - (TRIM_RESERVE if worth_trimming else 0.0)
+        if index and time.perf_counter() - started + longest > sweep_budget:
+            log(f"  sweep stopped after {index} settings: the next would pass {sweep_budget:.0f} s")
             break
         setting = replace(config, **overrides)
         setting_started = time.perf_counter()
@@ -218,18 +232,68 @@ def prune_to_target_loss(
             f"{closest:.4f} (full model {full:.4f}); try a higher --target-loss"
         )
     search, scores, setting = best
+    keep, calibration = search.keep, search.calibration
+    trimmed = {}
+    if trim:
+        deadline = started + time_budget
+        keep, calibration, trimmed = trim_found_circuit(
+            model, groups, replacements, search, scores, heldout, config.target_loss, deadline, log
+        )
     metrics = measure_circuit(
-        run, groups, search.keep, replacements, search.calibration, heldout, test, seed=config.seed
+        run, groups, keep, replacements, calibration, heldout, test, seed=config.seed
     )
     metrics["seconds"] = time.perf_counter() - started
+    metrics["trim"] = trimmed
     return PruneOutcome(
         task,
         groups,
-        search.keep,
+        keep,
         scores,
         replacements,
-        search.calibration,
+        calibration,
         setting,
         metrics,
         history,
     )
+
+
+def trim_found_circuit(
+    model: GPT,
+    groups: list[NodeGroup],
+    replacements: dict[str, torch.Tensor],
+    search: CircuitSearch,
+    scores: torch.Tensor,
+    heldout: TaskBatch,
+    target_loss: float,
+    deadline: float,
+    log=print,
+) -> tuple[torch.Tensor, Calibration, dict]:
+    """`search`'s circuit with the nodes it does not need dropped (see circuits.trim)."""
+    trim_started = time.perf_counter()
+    order = trim_order(search.keep, scores, node_degrees(model, groups, search.keep))
+    result = trim_circuit(
+        lambda keep: calibrated_fit(model, groups, replacements, keep, heldout)[0],
+        search.keep,
+        order,
+        target_loss,
+        deadline,
+        search.loss,
+    )
+    loss, calibration = calibrated_fit(model, groups, replacements, result.keep, heldout)
+    seconds = time.perf_counter() - trim_started
+    log(
+        f"  trimmed {result.dropped} of {len(order)} nodes, held-out loss {loss:.4f} "
+        f"[{seconds:.0f} s, {result.tried} tried{'' if result.finished else ', deadline hit'}]"
+    )
+    summary = {
+        "nodes_before": len(order),
+        "dropped": result.dropped,
+        "tried": result.tried,
+        "finished": result.finished,
+        "seconds": seconds,
+        # How far the drops that were refused missed the target, to tune trimming by.
+        "rejected_loss_median": (
+            statistics.median(result.rejected_losses) if result.rejected_losses else None
+        ),
+    }
+    return result.keep, calibration, summary

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from sparsecircuits.circuits.masks import NodeMasks, fixed_mask_hooks
 from sparsecircuits.circuits.nodes import NodeGroup
 from sparsecircuits.model import GPT
 from sparsecircuits.model.hooks import HookFn
-from sparsecircuits.tasks import TaskBatch
+from sparsecircuits.tasks import TaskBatch, margin_loss
+from sparsecircuits.tasks import answer_margins as task_answer_margins
 
 
 @dataclass
@@ -64,24 +64,11 @@ class Calibration:
 
 
 def answer_margins(
-    model: GPT, batch: TaskBatch, hooks: list[tuple[str, HookFn]] = (), chunk: int = 128
+    model: GPT, batch: TaskBatch, hooks: list[tuple[str, HookFn]] = (), chunk: int = 32
 ) -> torch.Tensor:
     """logit(correct) - logit(wrong) at each prompt's last token, under the given hooks."""
-    margins = []
     with model.hooks(hooks):
-        for start in range(0, batch.tokens.shape[0], chunk):
-            rows = slice(start, start + chunk)
-            width = int(batch.last[rows].max()) + 1  # later columns cannot change the answer
-            logits = model(batch.tokens[rows, :width], logits_at=batch.last[rows])
-            correct = logits.gather(1, batch.correct[rows].unsqueeze(1)).squeeze(1)
-            wrong = logits.gather(1, batch.wrong[rows].unsqueeze(1)).squeeze(1)
-            margins.append(correct - wrong)
-    return torch.cat(margins)
-
-
-def margin_loss(margin: torch.Tensor) -> torch.Tensor:
-    """Per-sequence task loss: cross-entropy over just the two candidate tokens."""
-    return F.softplus(-margin)
+        return task_answer_margins(model, batch, chunk)
 
 
 def fit_calibration(margin: torch.Tensor, batch: TaskBatch, iterations: int = 50) -> Calibration:
@@ -156,6 +143,20 @@ class CircuitSearch:
 
 
 @torch.no_grad()
+def calibrated_fit(
+    model: GPT,
+    groups: list[NodeGroup],
+    replacements: dict[str, torch.Tensor],
+    keep: torch.Tensor,
+    batch: TaskBatch,
+) -> tuple[float, Calibration]:
+    """Loss of the circuit `keep` on `batch` after a calibration fitted on the same pairs."""
+    margin = answer_margins(model, batch, fixed_mask_hooks(groups, keep, replacements))
+    calibration = fit_calibration(margin, batch)
+    return float(margin_loss(calibration.apply(margin, batch)).mean()), calibration
+
+
+@torch.no_grad()
 def smallest_circuit_meeting_target(
     model: GPT,
     groups: list[NodeGroup],
@@ -174,10 +175,7 @@ def smallest_circuit_meeting_target(
         if k not in cache:
             keep = torch.zeros(total, dtype=torch.bool)
             keep[order[:k]] = True
-            margin = answer_margins(model, heldout, fixed_mask_hooks(groups, keep, replacements))
-            calibration = fit_calibration(margin, heldout)
-            loss = float(margin_loss(calibration.apply(margin, heldout)).mean())
-            cache[k] = (loss, calibration)
+            cache[k] = calibrated_fit(model, groups, replacements, keep, heldout)
         return cache[k][0]
 
     chosen = smallest_k_meeting_target(loss_at, total, target_loss)

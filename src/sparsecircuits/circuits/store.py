@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sparsecircuits.circuits.circuit_file import model_hash
-from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP, prune_to_target_loss
+from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP, RECIPE_VERSION, prune_to_target_loss
 from sparsecircuits.circuits.prune import PruneConfig
 from sparsecircuits.data.tokens import default_cache_root
 from sparsecircuits.errors import UserError
@@ -83,7 +83,7 @@ def prune_key(
 ) -> str:
     digest = hashlib.sha256()
     what = {"model": weights_sha256, "task": task, "config": config.to_dict()}
-    sweep = {"settings": settings, "candidates": list(DEFAULT_SWEEP)}
+    sweep = {"settings": settings, "candidates": list(DEFAULT_SWEEP), "recipe": RECIPE_VERSION}
     digest.update(json.dumps({**what, "sweep": sweep}, sort_keys=True).encode())
     for batch in batches:
         for tensor in (batch.tokens, batch.last, batch.correct, batch.wrong):

@@ -9,8 +9,10 @@ Imports `sparsecircuits.data`, `sparsecircuits.model`, `sparsecircuits.train` an
 """
 
 from sparsecircuits.tasks.metrics import (
+    answer_margins,
     candidate_logits,
     evaluate_task,
+    margin_loss,
     task_accuracy,
     task_losses,
 )
@@ -33,10 +35,12 @@ __all__ = [
     "Task",
     "TaskBatch",
     "TaskPair",
+    "answer_margins",
     "candidate_logits",
     "encode_pairs",
     "evaluate_task",
     "get_task",
+    "margin_loss",
     "read_pairs_jsonl",
     "task_accuracy",
     "task_losses",

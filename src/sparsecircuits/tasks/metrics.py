@@ -39,19 +39,39 @@ def task_accuracy(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
     return (pair_logits[:, 0] > pair_logits[:, 1]).float()
 
 
+def answer_margins(model: GPT, batch: TaskBatch, chunk: int = 32) -> torch.Tensor:
+    """[2n] logit(correct) - logit(wrong) at each prompt's last token, on the model's device.
+
+    Runs whatever hooks the model has on; differentiable unless called under no_grad.
+    """
+    device = next(model.parameters()).device
+    # Prompts run in chunks of similar length, each cut after its longest prompt: later
+    # columns cannot change an answer, and padding would cost as much as prompt tokens.
+    by_length = torch.argsort(batch.last, stable=True)
+    margins = []
+    for start in range(0, batch.tokens.shape[0], chunk):
+        rows = by_length[start : start + chunk]
+        width = int(batch.last[rows].max()) + 1
+        tokens, last = batch.tokens[rows, :width].to(device), batch.last[rows].to(device)
+        logits = model(tokens, logits_at=last)  # [rows, vocab]
+        candidates = torch.stack([batch.correct[rows], batch.wrong[rows]], dim=1).to(device)
+        pair_logits = logits.gather(1, candidates)
+        margins.append(pair_logits[:, 0] - pair_logits[:, 1])
+    return torch.cat(margins)[torch.argsort(by_length).to(device)]  # back in batch order
+
+
+def margin_loss(margin: torch.Tensor) -> torch.Tensor:
+    """Per-sequence task loss from answer margins: softplus(-margin) = -log p(correct)."""
+    return F.softplus(-margin)
+
+
 def evaluate_task(model: GPT, batch: TaskBatch, batch_size: int = 64) -> dict:
     """Mean per-sequence task loss (nats) and accuracy over all pairs, `batch_size` pairs at a
     time. "n" counts pairs; each pair contributes two sequences to the means."""
-    device = next(model.parameters()).device
-    losses, correct = [], []
     with torch.no_grad():
-        for start in range(0, batch.n_pairs, batch_size):
-            chunk = batch.subset(slice(start, start + batch_size)).trimmed().to(device)
-            logits = model(chunk.tokens, logits_at=chunk.last)  # [2 * pairs, vocab]
-            losses.append(task_losses(logits, chunk).cpu())
-            correct.append(task_accuracy(logits, chunk).cpu())
+        margins = answer_margins(model, batch, chunk=2 * batch_size).float().cpu()
     return {
         "n": batch.n_pairs,
-        "loss": torch.cat(losses).mean().item(),
-        "accuracy": torch.cat(correct).mean().item(),
+        "loss": margin_loss(margins).mean().item(),
+        "accuracy": (margins > 0).float().mean().item(),
     }
