@@ -4,7 +4,8 @@ The top-k search keeps a whole prefix of the mask ranking, so the circuit it ret
 holds every node ranked above the last one it needed: nodes the short mask training left on
 but the task does not use. Trimming tries to drop each kept node in turn (the least trusted and
 most connected first) and keeps the drop whenever the held-out loss still meets the target.
-It never makes the circuit worse than the target, only smaller, and stops at its deadline.
+It never takes the held-out loss past the target and stops at its deadline. The test loss can
+still rise: every drop is accepted on the same held-out pairs, so many drops fit their noise.
 """
 
 from __future__ import annotations
