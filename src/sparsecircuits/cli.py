@@ -6,10 +6,14 @@ import importlib
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from sparsecircuits.errors import UserError
+
+if TYPE_CHECKING:  # the CLI imports torch-heavy packages only inside commands
+    from sparsecircuits.train import TrainResult
 
 # Commands of the later pipeline stages live beside their code and import torch; they are
 # loaded only when run, so `sparsecircuits --help` answers at once. name -> (module, short help)
@@ -108,8 +112,8 @@ def train(
     result = run_training(model_config, train_config, out, resume=resume, progress=not quiet)
     click.echo(
         f"trained {result.steps} steps ({result.tokens:,} tokens) into {out}: "
-        f"validation loss {result.val_loss:.4f} nats/token, {result.tokens_per_second:,.0f} "
-        f"tokens/s, {result.seconds:.0f} s"
+        f"validation loss {result.val_loss:.4f} nats/token, {training_speed(result)}, "
+        f"{result.seconds:.0f} s"
     )
 
 
@@ -145,6 +149,13 @@ def info(run: Path, as_json: bool) -> None:
     click.echo(
         f"trained         {summary['tokens_trained'] or 0:,} tokens ({summary['steps'] or 0} steps)"
     )
+
+
+def training_speed(result: TrainResult) -> str:
+    """Tokens/s of a training call; a resumed run that was already complete trained none."""
+    if result.tokens_per_second > 0:
+        return f"{result.tokens_per_second:,.0f} tokens/s"
+    return "already fully trained"
 
 
 REFERENCE_SPARSE = Path("models/reference-sparse")
@@ -183,10 +194,7 @@ def demo(out: Path, tokens: int, data: str, circuit_model: Path, quiet: bool) ->
         + (", resuming" if resume else "")
     )
     result = run_training(model_config, train_config, out, resume=resume, progress=not quiet)
-    click.echo(
-        f"      validation loss {result.val_loss:.4f} nats/token, "
-        f"{result.tokens_per_second:,.0f} tokens/s"
-    )
+    click.echo(f"      validation loss {result.val_loss:.4f} nats/token, {training_speed(result)}")
     circuit = None
     if circuit_model.exists():
         click.echo(f"[2/3] pruning the quote-closing circuit of {circuit_model}")
