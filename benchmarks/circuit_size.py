@@ -16,15 +16,12 @@ import json
 import statistics
 from pathlib import Path
 
-import torch
-
 from sparsecircuits.circuits import PruneConfig
 from sparsecircuits.circuits.frontier import geometric_mean
-from sparsecircuits.circuits.prune import answer_margins, margin_loss
 from sparsecircuits.circuits.store import PruneStore, stored_prune_metrics
 from sparsecircuits.circuits.task_data import task_batches
 from sparsecircuits.errors import UserError
-from sparsecircuits.tasks import TASKS
+from sparsecircuits.tasks import TASKS, evaluate_task
 from sparsecircuits.train import load_run
 
 
@@ -48,11 +45,10 @@ def main() -> None:
     rows = []
     for task in tasks:
         batches = {name: task_batches(run, task, None) for name, run in runs.items()}
-        with torch.no_grad():
-            full = {
-                name: float(margin_loss(answer_margins(runs[name].model, heldout)).mean())
-                for name, (_, _, heldout, _) in batches.items()
-            }
+        full = {
+            name: evaluate_task(runs[name].model, heldout)["loss"]
+            for name, (_, _, heldout, _) in batches.items()
+        }
         row = {"task": task, **{f"{name}_full_loss": loss for name, loss in full.items()}}
         if max(full.values()) > args.target_loss:
             print(f"{task}: skipped, not done by both (full losses {fmt(full)})", flush=True)

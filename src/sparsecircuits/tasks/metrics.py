@@ -29,8 +29,7 @@ def candidate_logits(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
 def task_losses(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
     """[2n] per-sequence loss -log softmax([correct, wrong])[correct], in nats."""
     pair_logits = candidate_logits(logits, batch).float()
-    # -log(e^c / (e^c + e^w)) = softplus(w - c), without forming the softmax.
-    return F.softplus(pair_logits[:, 1] - pair_logits[:, 0])
+    return margin_loss(pair_logits[:, 0] - pair_logits[:, 1])
 
 
 def task_accuracy(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
@@ -61,7 +60,8 @@ def answer_margins(model: GPT, batch: TaskBatch, chunk: int = 32) -> torch.Tenso
 
 
 def margin_loss(margin: torch.Tensor) -> torch.Tensor:
-    """Per-sequence task loss from answer margins: softplus(-margin) = -log p(correct)."""
+    """Per-sequence task loss from answer margins: -log(e^c / (e^c + e^w)) = softplus(w - c),
+    without forming the softmax."""
     return F.softplus(-margin)
 
 
