@@ -19,7 +19,7 @@ from pathlib import Path
 from sparsecircuits.circuits import PruneConfig
 from sparsecircuits.circuits.frontier import geometric_mean
 from sparsecircuits.circuits.store import PruneStore, stored_prune_metrics
-from sparsecircuits.circuits.task_data import task_batches
+from sparsecircuits.circuits.task_data import task_splits
 from sparsecircuits.errors import UserError
 from sparsecircuits.tasks import TASKS, evaluate_task
 from sparsecircuits.train import load_run
@@ -44,10 +44,10 @@ def main() -> None:
     config = PruneConfig(target_loss=args.target_loss, steps=args.steps)
     rows = []
     for task in tasks:
-        batches = {name: task_batches(run, task, None) for name, run in runs.items()}
+        splits = {name: task_splits(run, task, None) for name, run in runs.items()}
         full = {
-            name: evaluate_task(runs[name].model, heldout)["loss"]
-            for name, (_, _, heldout, _) in batches.items()
+            name: evaluate_task(runs[name].model, split.heldout)["loss"]
+            for name, split in splits.items()
         }
         row = {"task": task, **{f"{name}_full_loss": loss for name, loss in full.items()}}
         if max(full.values()) > args.target_loss:
@@ -55,13 +55,11 @@ def main() -> None:
             rows.append(row)
             continue
         for name, run in runs.items():
-            _, *pairs = batches[name]
             try:
                 metrics = stored_prune_metrics(
                     run,
                     paths[name],
-                    task,
-                    tuple(pairs),
+                    splits[name],
                     config,
                     args.sweep,
                     store,

@@ -9,7 +9,10 @@ from sparsecircuits.circuits.masks import NodeMasks, fixed_mask_hooks, heaviside
 from sparsecircuits.circuits.nodes import compute_mean_activations, node_groups
 from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP, next_setting
 from sparsecircuits.circuits.prune import fit_calibration, margin_loss, smallest_k_meeting_target
+from sparsecircuits.circuits.task_data import split_by_shares
 from sparsecircuits.circuits.trim import node_degrees, trim_circuit, trim_order
+from sparsecircuits.circuits.verify import GrowthChain
+from sparsecircuits.errors import UserError
 from sparsecircuits.model import GPT, GPTConfig
 from sparsecircuits.train.weight_sparsity import project_to_density
 
@@ -130,10 +133,43 @@ def test_trimming_drops_every_node_the_target_does_not_need_and_keeps_the_rest()
     order = list(range(10))  # node 7 is tried before it is the only way left
     result = trim_circuit(loss, keep, order, 0.15, deadline=float("inf"), loss=0.1)
     assert result.keep.nonzero().flatten().tolist() == [7]
-    assert (result.dropped, result.tried, result.finished) == (9, 10, True)
+    assert result.drops == [0, 1, 2, 3, 4, 5, 6, 8, 9]
+    assert (result.tried, result.finished) == (10, True)
     assert keep.sum() == 10  # the caller's circuit is left as it was
     stopped = trim_circuit(loss, keep, order, 0.15, deadline=0.0, loss=0.1)
     assert not stopped.finished and stopped.keep.equal(keep)
+
+
+def test_verification_grows_back_by_undoing_the_last_drops_first_then_by_mask_score():
+    trimmed = torch.zeros(8, dtype=torch.bool)
+    trimmed[[0, 1]] = True
+    scores = torch.tensor([8.0, 7, 6, 5, 4, 3, 2, 1])
+    chain = GrowthChain(trimmed, drops=[2, 5], scores=scores)
+    links = [chain[i].nonzero().flatten().tolist() for i in range(len(chain))]
+    assert links == [
+        [0, 1],
+        [0, 1, 5],  # trimming dropped 5 last: it comes back first
+        [0, 1, 2, 5],
+        [0, 1, 2, 3, 5],  # then the rest by score
+        [0, 1, 2, 3, 4, 5],
+        [0, 1, 2, 3, 4, 5, 6],
+        list(range(8)),
+    ]
+    assert GrowthChain(trimmed, [], scores)[0].equal(trimmed)
+
+
+def test_pairs_split_in_proportion_and_no_part_is_ever_empty():
+    from types import SimpleNamespace
+
+    batch = SimpleNamespace(n_pairs=10, subset=lambda rows: list(rows))
+    assert [len(part) for part in split_by_shares(batch, (2, 1, 1, 1))] == [4, 2, 2, 2]
+    batch.n_pairs = 5
+    assert split_by_shares(batch, (2, 1, 1, 1)) == [[0, 1], [2], [3], [4]]
+    batch.n_pairs = 4  # shares would round parts down to nothing
+    assert [len(part) for part in split_by_shares(batch, (6, 1, 1, 1))] == [1, 1, 1, 1]
+    batch.n_pairs = 3
+    with pytest.raises(UserError, match="at least 4"):
+        split_by_shares(batch, (2, 1, 1, 1))
 
 
 def test_trimming_tries_low_scores_first_and_then_the_most_connected_nodes():

@@ -71,7 +71,11 @@ def test_prune_finds_a_small_sufficient_and_necessary_circuit(
     assert len(record["nodes"]) == summary["nodes"] and len(record["edges"]) == summary["edges"]
     trim = record["metrics"]["trim"]  # trimming only drops nodes from the top-k circuit
     assert trim["tried"] >= trim["dropped"] >= 0
-    assert trim["nodes_before"] - trim["dropped"] == summary["nodes"]
+    # ... and verification on other pairs only adds some back until the target is met there.
+    verification = record["metrics"]["verification"]
+    assert verification["met"] and verification["loss"] <= 0.3
+    kept = trim["nodes_before"] - trim["dropped"] + verification["nodes_added"]
+    assert kept == summary["nodes"]
 
     evaluated = run_cli(
         "circuit", "eval", str(circuit_file), str(quote_run), "--task", TASK, "--json"
@@ -118,10 +122,15 @@ def test_prune_accepts_a_users_own_pairs(quote_run: Path, tmp_path: Path) -> Non
     pairs_file = tmp_path / "my_quotes.jsonl"
     write_pairs_jsonl(task_pairs(TASK, "test", 64, seed=3), pairs_file)
     arguments = ["prune", str(quote_run), "--pairs", str(pairs_file), "--target-loss", "0.4"]
-    result = run_cli(*arguments, "--steps", "60", "--sweep", "1", "--json")
+    circuit_file = tmp_path / "mine.json"
+    options = ["--steps", "60", "--sweep", "1", "--k-coef", "3e-4", "--out", str(circuit_file)]
+    result = run_cli(*arguments, *options, "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["task"] == "my_quotes" and summary["nodes"] > 0
+    record = json.loads(circuit_file.read_text())
+    assert [setting["k_coef"] for setting in record["sweep"]] == [3e-4]
+    assert record["metrics"]["verification"]["pairs"] == 64 // 5  # a fifth of the file
 
 
 def test_frontier_plots_each_run_and_reuses_stored_prunes(
@@ -162,10 +171,10 @@ def test_frontier_means_cover_only_the_tasks_every_run_reached(
         (str(copy), TASK): 40,
     }
 
-    def fake_prune(run, path, task, *args, **kwargs) -> dict:
-        if (str(path), task) not in fake_edges:
-            raise UserError(f"no circuit of {task} reached target loss")
-        return {"edges": fake_edges[(str(path), task)]}
+    def fake_prune(run, path, splits, *args, **kwargs) -> dict:
+        if (str(path), splits.name) not in fake_edges:
+            raise UserError(f"no circuit of {splits.name} reached target loss")
+        return {"edges": fake_edges[(str(path), splits.name)]}
 
     monkeypatch.setattr(frontier_module, "stored_prune_metrics", fake_prune)
     points = frontier_module.measure_frontier([quote_run, copy], [TASK, "var_if"], 0.15, 1)
@@ -187,5 +196,7 @@ def test_report_shows_the_circuit_in_a_browser(
     nodes = circuit["record"]["metrics"]["nodes"]
     assert f"<code>{TASK}</code>" in dom and dom.count('class="node"') == nodes
     assert "ablated circuit loss" in dom and "random circuit loss" in dom
+    pairs = circuit["record"]["metrics"]["verification"]["pairs"]
+    assert f"verification on {pairs} other pairs added" in dom
     page = rendered_dom(tmp_path / "circuit.html")
     assert page.count('class="node"') == nodes and "<script" not in page

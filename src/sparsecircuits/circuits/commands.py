@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from sparsecircuits.circuits.task_data import task_batches
+from sparsecircuits.circuits.prune import PruneConfig
+from sparsecircuits.circuits.task_data import task_splits
 from sparsecircuits.errors import UserError
 
 
@@ -29,6 +30,12 @@ def log_to_stderr(message: str) -> None:
 @click.option("--target-loss", default=0.15, show_default=True, type=float)
 @click.option("--ablation", type=click.Choice(["mean", "zero"]), default="mean", show_default=True)
 @click.option("--steps", default=300, show_default=True, help="Mask-training steps per setting.")
+@click.option(
+    "--k-coef",
+    default=PruneConfig.k_coef,
+    show_default=True,
+    help="Node penalty of the first setting; the sweep moves from there.",
+)
 @click.option("--sweep", default=4, show_default=True, help="Settings tried (1 = no sweep).")
 @click.option(
     "--trim/--no-trim",
@@ -46,6 +53,7 @@ def prune(
     target_loss: float,
     ablation: str,
     steps: int,
+    k_coef: float,
     sweep: int,
     trim: bool,
     seed: int,
@@ -54,18 +62,17 @@ def prune(
     """Find the smallest circuit of RUN that does a task at the target loss."""
     from sparsecircuits.circuits.circuit_file import outcome_to_record, write_circuit
     from sparsecircuits.circuits.pipeline import prune_to_target_loss
-    from sparsecircuits.circuits.prune import PruneConfig
     from sparsecircuits.train import load_run
 
     loaded = load_run(run)
-    name, train, heldout, test = task_batches(loaded, task, pairs_file, seed)
-    config = PruneConfig(target_loss=target_loss, ablation=ablation, steps=steps, seed=seed)
-    outcome = prune_to_target_loss(
-        loaded, name, train, heldout, test, config, sweep, trim=trim, log=log_to_stderr
+    splits = task_splits(loaded, task, pairs_file, seed)
+    config = PruneConfig(
+        target_loss=target_loss, ablation=ablation, steps=steps, k_coef=k_coef, seed=seed
     )
+    outcome = prune_to_target_loss(loaded, splits, config, sweep, trim=trim, log=log_to_stderr)
     if out is not None:
         write_circuit(outcome_to_record(loaded, outcome), out)
-    summary = {"task": name, **{key: outcome.metrics[key] for key in SUMMARY_KEYS}}
+    summary = {"task": splits.name, **{key: outcome.metrics[key] for key in SUMMARY_KEYS}}
     if as_json:
         click.echo(json.dumps(summary))
     else:
@@ -112,9 +119,11 @@ def circuit_eval(
     record = read_circuit(circuit_file)
     loaded = load_run(run)
     circuit_record = circuit_on_model(record, loaded)
-    name, train, heldout, test = task_batches(loaded, task, pairs_file, seed)
-    if pairs_file is not None:  # calibrate the controls on the rest of the file
-        heldout = train
+    splits = task_splits(loaded, task, pairs_file, seed)
+    # The controls are calibrated on pairs apart from the ones measured, as in `prune`.
+    heldout, test = splits.heldout, splits.test
+    if pairs_file is not None:  # the whole file but its test part
+        heldout = splits.train
     replacements = replacement_values(loaded, record["ablation"])
     metrics = measure_circuit(
         loaded,
@@ -126,7 +135,7 @@ def circuit_eval(
         test,
     )
     result = {
-        "task": name,
+        "task": splits.name,
         "circuit_task": record["task"],
         "model_matches": model_hash(loaded) == record["model"]["sha256"],
         **metrics,

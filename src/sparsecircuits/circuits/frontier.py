@@ -16,7 +16,7 @@ import matplotlib.ticker
 
 from sparsecircuits.circuits.prune import PruneConfig
 from sparsecircuits.circuits.store import PruneStore, stored_prune_metrics
-from sparsecircuits.circuits.task_data import task_batches
+from sparsecircuits.circuits.task_data import task_splits
 from sparsecircuits.errors import UserError
 from sparsecircuits.train import load_run
 from sparsecircuits.train.plots import save_figure
@@ -50,12 +50,10 @@ def measure_frontier(
         summary = summarize_run(run)
         edges: dict[str, int | None] = {}
         for task in tasks:
-            _, *batches = task_batches(run, task, None)
+            splits = task_splits(run, task, None)
             config = PruneConfig(target_loss=target_loss, steps=steps)
             try:
-                metrics = stored_prune_metrics(
-                    run, path, task, tuple(batches), config, sweep, store, fresh, log
-                )
+                metrics = stored_prune_metrics(run, path, splits, config, sweep, store, fresh, log)
                 edges[task] = metrics["edges"]
             except UserError as error:
                 log(f"  {path}: {error}")

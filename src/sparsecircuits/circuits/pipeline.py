@@ -2,8 +2,10 @@
 
 `prune_to_target_loss` runs a small automatic sweep over mask-training settings, keeps the
 smallest circuit that meets the target on held-out pairs, trims it node by node in the time
-left, then measures it on the test pairs: sufficiency (everything outside the circuit ablated),
-necessity (only the circuit ablated) and a control (a random circuit of the same size).
+left, confirms it on verification pairs (growing it back where it fails there, see
+circuits.verify), then measures it on the test pairs: sufficiency (everything outside the
+circuit ablated), necessity (only the circuit ablated) and a control (a random circuit of the
+same size).
 
 The sweep steers the node penalty k_coef by what each setting did. A penalty too strong for
 the model switches off nodes the task needs; the circuit then has to be completed from nodes
@@ -33,14 +35,17 @@ from sparsecircuits.circuits.prune import (
     smallest_circuit_meeting_target,
     train_node_masks,
 )
-from sparsecircuits.circuits.trim import node_degrees, trim_circuit, trim_order
+from sparsecircuits.circuits.task_data import TaskSplits
+from sparsecircuits.circuits.trim import TrimResult, node_degrees, trim_circuit, trim_order
+from sparsecircuits.circuits.verify import GrowthChain, verify_circuit
 from sparsecircuits.errors import UserError
 from sparsecircuits.model import GPT
 from sparsecircuits.tasks import TaskBatch
 from sparsecircuits.train import Run
 
-# Mask-training settings the sweep chooses from (each overrides PruneConfig fields); it starts
-# with the first and moves to a weaker or stronger node penalty as `next_setting` decides.
+# Mask-training settings the sweep chooses from (each overrides PruneConfig fields). It starts
+# with the PruneConfig's own (the first of these unless changed) and moves to a weaker or
+# stronger node penalty as `next_setting` decides.
 DEFAULT_SWEEP = (
     {"k_coef": 1e-3, "lr": 3e-2},
     {"k_coef": 3e-3, "lr": 3e-2},
@@ -48,10 +53,12 @@ DEFAULT_SWEEP = (
     {"k_coef": 1e-2, "lr": 3e-2},
     {"k_coef": 1e-4, "lr": 3e-2},
 )
-# Seconds of the time budget the sweep leaves for trimming the chosen circuit.
+# Seconds of the time budget the sweep leaves for trimming the chosen circuit, and trimming
+# for verifying it.
 TRIM_RESERVE = 45.0
+VERIFY_RESERVE = 20.0
 # Bumped whenever a change alters what a prune returns: stored results are keyed by it.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 
 
 def pruned_too_hard(result: dict) -> bool:
@@ -148,10 +155,7 @@ def measure_circuit(
 
 def prune_to_target_loss(
     run: Run,
-    task: str,
-    train: TaskBatch,
-    heldout: TaskBatch,
-    test: TaskBatch,
+    splits: TaskSplits,
     config: PruneConfig,
     settings: int = 4,
     time_budget: float = 170.0,
@@ -159,12 +163,14 @@ def prune_to_target_loss(
     log=print,
 ) -> PruneOutcome:
     """The smallest circuit of `task` meeting `config.target_loss` over a sweep of at most
-    `settings` mask-training settings, trimmed node by node if `trim`, all within about
-    `time_budget` seconds.
+    `settings` mask-training settings, trimmed node by node if `trim` and verified, all within
+    about `time_budget` seconds.
 
-    Raises UserError when no setting reaches the target (saying the best loss reached).
+    Raises UserError when no setting reaches the target (saying the best loss reached), or no
+    circuit meets it on the verification pairs.
     """
     started = time.perf_counter()
+    task, train, heldout, verify, test = splits.name, *splits.batches()
     model = run.model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
@@ -180,7 +186,8 @@ def prune_to_target_loss(
     closest = float("inf")
     history = []
     longest = 0.0  # the slowest setting so far predicts the next one
-    overrides: dict | None = DEFAULT_SWEEP[0]
+    # The first setting is the config's own (by default the first of DEFAULT_SWEEP).
+    overrides: dict | None = {"k_coef": config.k_coef, "lr": config.lr}
     for index in range(max(1, settings)):
         if overrides is None:
             log(f"  sweep done after {index} settings: no untried penalty left between them")
@@ -232,18 +239,38 @@ def prune_to_target_loss(
             f"{closest:.4f} (full model {full:.4f}); try a higher --target-loss"
         )
     search, scores, setting = best
-    keep, calibration = search.keep, search.calibration
-    trimmed = {}
+    trimmed: TrimResult | None = None
     if trim:
-        deadline = started + time_budget
-        keep, calibration, trimmed = trim_found_circuit(
+        deadline = started + time_budget - VERIFY_RESERVE
+        trimmed = trim_found_circuit(
             model, groups, replacements, search, scores, heldout, config.target_loss, deadline, log
         )
+    chain = GrowthChain(
+        search.keep if trimmed is None else trimmed.keep,
+        [] if trimmed is None else trimmed.drops,
+        scores,
+    )
+    verified = verify_circuit(
+        model, groups, replacements, chain, heldout, verify, config.target_loss
+    )
+    log(
+        f"  verified on {verify.n_pairs} other pairs: loss {verified.summary['loss_as_chosen']:.4f}"
+        f" as chosen, {verified.loss:.4f} with {verified.summary['nodes_added']} nodes added back"
+        f" [{verified.summary['seconds']:.0f} s]"
+    )
+    if not verified.summary["met"]:
+        raise UserError(
+            f"circuits of {task} meet target loss {config.target_loss} on the held-out pairs but "
+            f"none on the verification pairs: best {verified.loss:.4f} (full model {full:.4f}); "
+            "try a higher --target-loss"
+        )
+    keep, calibration = verified.keep, verified.calibration
     metrics = measure_circuit(
         run, groups, keep, replacements, calibration, heldout, test, seed=config.seed
     )
     metrics["seconds"] = time.perf_counter() - started
-    metrics["trim"] = trimmed
+    metrics["trim"] = {} if trimmed is None else trim_summary(trimmed)
+    metrics["verification"] = verified.summary
     return PruneOutcome(
         task,
         groups,
@@ -267,7 +294,7 @@ def trim_found_circuit(
     target_loss: float,
     deadline: float,
     log=print,
-) -> tuple[torch.Tensor, Calibration, dict]:
+) -> TrimResult:
     """`search`'s circuit with the nodes it does not need dropped (see circuits.trim)."""
     trim_started = time.perf_counter()
     order = trim_order(search.keep, scores, node_degrees(model, groups, search.keep))
@@ -279,21 +306,24 @@ def trim_found_circuit(
         deadline,
         search.loss,
     )
-    loss, calibration = calibrated_fit(model, groups, replacements, result.keep, heldout)
-    seconds = time.perf_counter() - trim_started
+    result.seconds = time.perf_counter() - trim_started
     log(
-        f"  trimmed {result.dropped} of {len(order)} nodes, held-out loss {loss:.4f} "
-        f"[{seconds:.0f} s, {result.tried} tried{'' if result.finished else ', deadline hit'}]"
+        f"  trimmed {len(result.drops)} of {len(order)} nodes, held-out loss {result.loss:.4f} "
+        f"[{result.seconds:.0f} s, {result.tried} tried"
+        f"{'' if result.finished else ', deadline hit'}]"
     )
-    summary = {
-        "nodes_before": len(order),
-        "dropped": result.dropped,
+    return result
+
+
+def trim_summary(result: TrimResult) -> dict:
+    return {
+        "nodes_before": int(result.keep.sum()) + len(result.drops),
+        "dropped": len(result.drops),
         "tried": result.tried,
         "finished": result.finished,
-        "seconds": seconds,
+        "seconds": result.seconds,
         # How far the drops that were refused missed the target, to tune trimming by.
         "rejected_loss_median": (
             statistics.median(result.rejected_losses) if result.rejected_losses else None
         ),
     }
-    return result.keep, calibration, summary

@@ -10,7 +10,7 @@ from sparsecircuits.circuits.draw import circuit_svg, node_activations, write_dr
 from sparsecircuits.circuits.nodes import node_groups
 from sparsecircuits.circuits.pipeline import prune_to_target_loss
 from sparsecircuits.circuits.prune import PruneConfig
-from sparsecircuits.circuits.task_data import task_batches
+from sparsecircuits.circuits.task_data import task_splits
 from sparsecircuits.tasks import task_pairs
 from sparsecircuits.train import load_run
 
@@ -25,17 +25,8 @@ def prune_and_draw(
 ) -> dict:
     """Prune `task` in the model at `model_path`; write the circuit file and its page."""
     loaded = load_run(model_path)
-    name, train, heldout, test = task_batches(loaded, task, None)
-    outcome = prune_to_target_loss(
-        loaded,
-        name,
-        train,
-        heldout,
-        test,
-        PruneConfig(steps=steps),
-        sweep,
-        log=log,
-    )
+    splits = task_splits(loaded, task, None)
+    outcome = prune_to_target_loss(loaded, splits, PruneConfig(steps=steps), sweep, log=log)
     record = outcome_to_record(loaded, outcome)
     write_circuit(record, out / "circuit.json")
     prompts = [

@@ -19,9 +19,9 @@ from pathlib import Path
 from sparsecircuits.circuits.circuit_file import model_hash
 from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP, RECIPE_VERSION, prune_to_target_loss
 from sparsecircuits.circuits.prune import PruneConfig
+from sparsecircuits.circuits.task_data import TaskSplits
 from sparsecircuits.data.tokens import default_cache_root
 from sparsecircuits.errors import UserError
-from sparsecircuits.tasks import TaskBatch
 from sparsecircuits.train import Run
 
 SCHEMA = """
@@ -74,18 +74,12 @@ class PruneStore:
             )
 
 
-def prune_key(
-    weights_sha256: str,
-    task: str,
-    batches: tuple[TaskBatch, ...],
-    config: PruneConfig,
-    settings: int,
-) -> str:
+def prune_key(weights_sha256: str, splits: TaskSplits, config: PruneConfig, settings: int) -> str:
     digest = hashlib.sha256()
-    what = {"model": weights_sha256, "task": task, "config": config.to_dict()}
+    what = {"model": weights_sha256, "task": splits.name, "config": config.to_dict()}
     sweep = {"settings": settings, "candidates": list(DEFAULT_SWEEP), "recipe": RECIPE_VERSION}
     digest.update(json.dumps({**what, "sweep": sweep}, sort_keys=True).encode())
-    for batch in batches:
+    for batch in splits.batches():
         for tensor in (batch.tokens, batch.last, batch.correct, batch.wrong):
             digest.update(tensor.contiguous().numpy().tobytes())
     return digest.hexdigest()
@@ -94,22 +88,22 @@ def prune_key(
 def stored_prune_metrics(
     run: Run,
     run_path: Path,
-    task: str,
-    batches: tuple[TaskBatch, TaskBatch, TaskBatch],
+    splits: TaskSplits,
     config: PruneConfig,
     settings: int,
     store: PruneStore,
     fresh: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """The metrics of `prune_to_target_loss` on (train, heldout, test) pairs, with its sweep
+    """The metrics of `prune_to_target_loss` on the pairs of `splits`, with its sweep
     history: from the store when this exact prune was measured before (unless `fresh`), else
     pruned now and stored.
 
     Raises UserError, stored or new, when no circuit reaches the target.
     """
     weights_sha256 = model_hash(run)
-    key = prune_key(weights_sha256, task, batches, config, settings)
+    task = splits.name
+    key = prune_key(weights_sha256, splits, config, settings)
     row = None if fresh else store.get(key)
     if row is not None:
         log(f"  {task}: stored result of {row['measured_at']} (pass --fresh to prune again)")
@@ -125,7 +119,7 @@ def stored_prune_metrics(
     }
     measured_at = datetime.now(UTC).isoformat(timespec="seconds")
     try:
-        outcome = prune_to_target_loss(run, task, *batches, config, settings, log=log)
+        outcome = prune_to_target_loss(run, splits, config, settings, log=log)
     except UserError as error:
         store.put(key, fields | {"error": str(error), "measured_at": measured_at})
         raise

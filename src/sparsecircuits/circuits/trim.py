@@ -4,8 +4,9 @@ The top-k search keeps a whole prefix of the mask ranking, so the circuit it ret
 holds every node ranked above the last one it needed: nodes the short mask training left on
 but the task does not use. Trimming tries to drop each kept node in turn (the least trusted and
 most connected first) and keeps the drop whenever the held-out loss still meets the target.
-It never takes the held-out loss past the target and stops at its deadline. The test loss can
-still rise: every drop is accepted on the same held-out pairs, so many drops fit their noise.
+It never takes the held-out loss past the target and stops at its deadline. Every drop is
+accepted on the same held-out pairs, so many drops fit their noise: circuits.verify checks the
+result on other pairs and undoes drops, the last first, until it meets the target there too.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from sparsecircuits.model import GPT
 class TrimResult:
     keep: torch.Tensor
     loss: float  # held-out loss of the trimmed circuit
-    dropped: int  # nodes removed
+    drops: list[int]  # nodes removed, in the order they were
     tried: int  # drops evaluated
     finished: bool  # every kept node was tried before the deadline
     rejected_losses: list[float]  # held-out loss of each drop that broke the target
+    seconds: float = 0.0
 
 
 def node_degrees(model: GPT, groups: list[NodeGroup], keep: torch.Tensor) -> torch.Tensor:
@@ -65,17 +67,18 @@ def trim_circuit(
     `loss` is the loss of `keep` as given; `deadline` is a `time.perf_counter()` value.
     """
     keep = keep.clone()
-    dropped = tried = 0
-    rejected = []
+    drops, rejected = [], []
+    tried = 0
     for node in order:
         if time.perf_counter() > deadline:
-            return TrimResult(keep, loss, dropped, tried, False, rejected)
+            return TrimResult(keep, loss, drops, tried, False, rejected)
         keep[node] = False
         tried += 1
         trial_loss = loss_of(keep)
         if trial_loss <= target_loss:
-            loss, dropped = trial_loss, dropped + 1
+            loss = trial_loss
+            drops.append(node)
         else:
             keep[node] = True
             rejected.append(trial_loss)
-    return TrimResult(keep, loss, dropped, tried, True, rejected)
+    return TrimResult(keep, loss, drops, tried, True, rejected)
