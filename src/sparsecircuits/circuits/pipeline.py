@@ -253,15 +253,16 @@ def prune_to_target_loss(
     verified = verify_circuit(
         model, groups, replacements, chain, heldout, verify, config.target_loss
     )
+    checked = verified.summary
     log(
-        f"  verified on {verify.n_pairs} other pairs: loss {verified.summary['loss_as_chosen']:.4f}"
-        f" as chosen, {verified.loss:.4f} with {verified.summary['nodes_added']} nodes added back"
-        f" [{verified.summary['seconds']:.0f} s]"
+        f"  verified on {verify.n_pairs} other pairs: loss {checked['loss_as_chosen']:.4f}"
+        f" as chosen, {checked['loss']:.4f} with {checked['nodes_added']} nodes added back"
+        f" [{checked['seconds']:.0f} s]"
     )
-    if not verified.summary["met"]:
+    if not checked["met"]:
         raise UserError(
             f"circuits of {task} meet target loss {config.target_loss} on the held-out pairs but "
-            f"none on the verification pairs: best {verified.loss:.4f} (full model {full:.4f}); "
+            f"none on the verification pairs: best {checked['loss']:.4f} (full model {full:.4f}); "
             "try a higher --target-loss"
         )
     keep, calibration = verified.keep, verified.calibration

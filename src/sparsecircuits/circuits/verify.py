@@ -34,8 +34,7 @@ from sparsecircuits.tasks import TaskBatch
 class Verification:
     keep: torch.Tensor
     calibration: Calibration
-    loss: float  # loss on the verification pairs of the circuit kept
-    summary: dict
+    summary: dict  # "loss" is the loss on the verification pairs of the circuit kept
 
 
 class GrowthChain:
@@ -109,4 +108,4 @@ def verify_circuit(
         "checks": len(fitted),
         "seconds": time.perf_counter() - started,
     }
-    return Verification(chain[link - 1], calibration, loss, summary)
+    return Verification(chain[link - 1], calibration, summary)
