@@ -23,14 +23,18 @@ def topk_mask(
     """Boolean mask of the entries to keep: exactly kept_count entries, unless the
     per-neuron minimum alone needs more."""
     scores = weight.detach().abs()
+    n_protected = 0
     if rule is not None:
         # Protect each neuron's strongest connections by giving them an infinite score.
         axis = 1 if rule == "rows" else 0
         per_neuron = min(min_per_neuron, weight.shape[axis])
         protected = scores.topk(per_neuron, dim=axis).indices
         scores = scores.scatter(axis, protected, float("inf"))
+        # Counted from the shape, not the tensor: reading a count back would stall a GPU
+        # once per tensor per step.
+        n_protected = per_neuron * weight.shape[1 - axis]
     flat = scores.flatten()
-    n_keep = max(kept_count(flat.numel(), density), int(torch.isinf(flat).sum()))
+    n_keep = max(kept_count(flat.numel(), density), n_protected)
     mask = torch.zeros_like(flat, dtype=torch.bool)
     mask[flat.topk(n_keep, sorted=False).indices] = True
     return mask.view_as(weight)
