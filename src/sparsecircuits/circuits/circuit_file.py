@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from sparsecircuits.circuits.nodes import NodeGroup, node_groups
 from sparsecircuits.circuits.pipeline import PruneOutcome
 from sparsecircuits.circuits.prune import Calibration
 from sparsecircuits.errors import UserError
+from sparsecircuits.files import write_json_atomic
 from sparsecircuits.train import Run
 
 FORMAT = "sparsecircuits.circuit/1"
@@ -77,10 +77,7 @@ def outcome_to_record(run: Run, outcome: PruneOutcome) -> dict:
 
 
 def write_circuit(record: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(record, indent=1))
-    temporary.replace(path)
+    write_json_atomic(path, record, indent=1)
 
 
 def read_circuit(path: Path) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from sparsecircuits.circuits.nodes import flat_channels, node_groups
+from sparsecircuits.files import write_text_atomic
 from sparsecircuits.train import Run
 
 RESIDUAL_KINDS = ("attn_in", "attn_out", "mlp_in", "mlp_out", "final_norm")
@@ -229,7 +230,4 @@ def write_drawing(record: dict, out: Path, run: Run | None, prompts: list[str]) 
         if out.suffix == ".svg"
         else circuit_html(record, activations, prompts if run is not None else [])
     )
-    temporary = out.with_name(f".{out.name}.tmp")
-    temporary.write_text(text)
-    temporary.replace(out)
-    return out
+    return write_text_atomic(out, text)

@@ -7,7 +7,6 @@ every q, k and v channel. Each group of nodes is one hook point; a node is (grou
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from sparsecircuits.data import prepare_data, sample_batch
 from sparsecircuits.errors import UserError
+from sparsecircuits.files import atomic_path
 from sparsecircuits.model import GPT, GPTConfig
 from sparsecircuits.train import Run
 
@@ -105,7 +105,6 @@ def load_or_compute_means(
     ]
     device = next(run.model.parameters()).device
     means = compute_mean_activations(run.model, [b.to(device) for b in batches], groups)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(means, temporary, metadata={"sequences": str(n_sequences), "data": spec})
-    temporary.replace(path)
+    with atomic_path(path) as temporary:
+        save_file(means, temporary, metadata={"sequences": str(n_sequences), "data": spec})
     return means

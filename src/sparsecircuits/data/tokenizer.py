@@ -6,8 +6,6 @@ token is EOT (id 0), which separates documents in the token stream.
 """
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +14,7 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from sparsecircuits.errors import UserError
+from sparsecircuits.files import write_text_atomic
 
 EOT = "<|endoftext|>"
 
@@ -101,17 +100,7 @@ class CodeTokenizer:
 
     def save(self, path: str | Path) -> None:
         """Write the tokenizer JSON atomically, so a killed run never leaves half a file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                file.write(self.to_json_str())
-            os.chmod(temp_name, 0o644)  # mkstemp makes it private; a saved tokenizer is not
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        write_text_atomic(Path(path), self.to_json_str())
 
     @property
     def vocab_size(self) -> int:

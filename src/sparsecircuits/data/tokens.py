@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from tqdm import tqdm
 from sparsecircuits.data.corpus import Corpus, Document, is_validation, open_corpus, short_hash
 from sparsecircuits.data.tokenizer import CodeTokenizer
 from sparsecircuits.errors import UserError
+from sparsecircuits.files import remove_stale_temporaries, temporary_path
 
 CACHE_ENV_VAR = "SPARSECIRCUITS_CACHE"
 # When no whole document lands in validation (a corpus of a few files), this share of the end
@@ -176,7 +176,9 @@ def _build_token_cache(
 ) -> dict:
     """Encode the corpus into a temporary folder, then rename it to `cache_dir`."""
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    temp_dir = Path(tempfile.mkdtemp(dir=cache_dir.parent, prefix=f".{cache_dir.name}."))
+    remove_stale_temporaries(cache_dir.parent)  # caches half-built by killed processes
+    temp_dir = temporary_path(cache_dir)
+    temp_dir.mkdir()
     try:
         meta = _encode_corpus(corpus, label, tokenizer, val_fraction, temp_dir, progress)
         meta["description"] = corpus.description
@@ -191,7 +193,6 @@ def _build_token_cache(
             return finished_meanwhile
         if cache_dir.exists():
             shutil.rmtree(cache_dir)  # an incomplete leftover, never trusted
-        temp_dir.chmod(0o755)  # mkdtemp makes it private; a finished cache is not
         os.rename(temp_dir, cache_dir)
     except BaseException:
         shutil.rmtree(temp_dir, ignore_errors=True)

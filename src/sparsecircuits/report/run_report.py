@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 from pathlib import Path
 
 import jinja2
 import matplotlib
 import torch
 
+from sparsecircuits.files import write_text_atomic
 from sparsecircuits.train import Run, load_run
 from sparsecircuits.train.plots import plot_loss_curve
 from sparsecircuits.train.summary import summarize_run
@@ -90,7 +90,4 @@ def write_run_report(
         circuit=circuit,
         extra=extra,
     )
-    temporary = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    temporary.write_text(html)
-    temporary.replace(out_path)
-    return out_path
+    return write_text_atomic(out_path, html)

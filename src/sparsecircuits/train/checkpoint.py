@@ -10,7 +10,6 @@ replaced atomically, so a kill at any moment leaves the previous checkpoint as t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.errors import UserError
+from sparsecircuits.files import atomic_folder, write_json_atomic, write_text_atomic
 from sparsecircuits.model import GPT, GPTConfig
 from sparsecircuits.train.weights_file import load_weights, save_weights
 
@@ -43,15 +43,6 @@ class Run:
         return self.model.config
 
 
-def write_json_atomic(path: Path, data: object) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 def save_checkpoint(
     run_dir: Path,
     model: GPT,
@@ -68,24 +59,17 @@ def save_checkpoint(
     final = checkpoints / name
     if final.exists() and latest_name(run_dir) == name:
         return final  # this exact step is already the complete latest checkpoint
-    staging = checkpoints / f".tmp-{name}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    save_weights(model.state_dict(), staging / "model.safetensors")
-    tokenizer.save(staging / "tokenizer.json")
-    write_json_atomic(staging / "config.json", config)
-    write_json_atomic(staging / "trainer_state.json", state)
-    if optimizer is not None:
-        tensors, layout = flatten_optimizer_state(optimizer)
-        save_file(tensors, staging / "optimizer.safetensors")
-        write_json_atomic(staging / "optimizer.json", layout)
-    for file in staging.iterdir():
-        with open(file, "rb") as handle:
-            os.fsync(handle.fileno())
-    shutil.rmtree(final, ignore_errors=True)
-    os.rename(staging, final)
-    (run_dir / f".{LATEST}.tmp").write_text(name + "\n")
-    os.replace(run_dir / f".{LATEST}.tmp", run_dir / LATEST)
+    shutil.rmtree(final, ignore_errors=True)  # an incomplete one: LATEST never named it
+    with atomic_folder(final) as staging:
+        save_weights(model.state_dict(), staging / "model.safetensors")
+        tokenizer.save(staging / "tokenizer.json")
+        write_json_atomic(staging / "config.json", config)
+        write_json_atomic(staging / "trainer_state.json", state)
+        if optimizer is not None:
+            tensors, layout = flatten_optimizer_state(optimizer)
+            save_file(tensors, staging / "optimizer.safetensors")
+            write_json_atomic(staging / "optimizer.json", layout)
+    write_text_atomic(run_dir / LATEST, name + "\n")
     for old in sorted(checkpoints.glob("step-*"))[:-keep]:
         if old.name != name:
             shutil.rmtree(old, ignore_errors=True)

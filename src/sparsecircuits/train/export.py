@@ -6,8 +6,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from sparsecircuits.errors import UserError
-from sparsecircuits.train.checkpoint import load_run, resolve_checkpoint, write_json_atomic
+from sparsecircuits.files import atomic_folder, write_json_atomic, write_text_atomic
+from sparsecircuits.train.checkpoint import load_run, resolve_checkpoint
 from sparsecircuits.train.flags import train_command
 from sparsecircuits.train.summary import summarize_run
 from sparsecircuits.train.weights_file import save_weights
@@ -18,25 +18,18 @@ def export_run(run: Path, out: Path) -> int:
 
     Weights only (no optimizer state); the folder appears whole or not at all.
     """
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not empty; choose a new folder")
     loaded = load_run(run)
-    staging = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    save_weights(loaded.model.state_dict(), staging / "model.safetensors")
-    loaded.tokenizer.save(staging / "tokenizer.json")
-    write_json_atomic(staging / "config.json", loaded.config)
-    write_json_atomic(staging / "trainer_state.json", loaded.state)
-    run_folder = resolve_checkpoint(run).parent.parent  # metrics and plots sit beside checkpoints/
-    for extra in ("metrics.jsonl", "loss.png"):
-        source = run_folder / extra
-        if source.is_file():
-            shutil.copy(source, staging / extra)
-    (staging / "README.md").write_text(model_readme(out.name, summarize_run(loaded)))
-    if out.exists():
-        out.rmdir()
-    staging.rename(out)
+    with atomic_folder(out) as staging:
+        save_weights(loaded.model.state_dict(), staging / "model.safetensors")
+        loaded.tokenizer.save(staging / "tokenizer.json")
+        write_json_atomic(staging / "config.json", loaded.config)
+        write_json_atomic(staging / "trainer_state.json", loaded.state)
+        run_folder = resolve_checkpoint(run).parent.parent  # metrics and plots beside checkpoints/
+        for extra in ("metrics.jsonl", "loss.png"):
+            source = run_folder / extra
+            if source.is_file():
+                shutil.copy(source, staging / extra)
+        write_text_atomic(staging / "README.md", model_readme(out.name, summarize_run(loaded)))
     return sum(file.stat().st_size for file in out.iterdir())
 
 

@@ -13,6 +13,7 @@ from sparsecircuits.errors import UserError
 from sparsecircuits.model import GPTConfig
 from sparsecircuits.train.checkpoint import read_json, resolve_checkpoint
 from sparsecircuits.train.config import TrainConfig, preset_configs, steps_for_tokens
+from sparsecircuits.train.run_folder import RESUMABLE_FIELDS
 
 # CLI flag -> (config, field): which dataclass field a training flag overrides.
 TRAIN_FLAGS = {
@@ -39,8 +40,6 @@ TRAIN_FLAGS = {
     "bigram_table": ("model", "bigram_table"),
     "attention_sink": ("model", "attention_sink"),
 }
-# Flags that may differ on --resume without changing what is trained.
-RESUME_MAY_CHANGE = {"device", "eval_every", "eval_tasks", "checkpoint_every"}
 
 
 def build_train_configs(
@@ -69,7 +68,7 @@ def build_train_configs(
             continue
         section, field = TRAIN_FLAGS[flag]
         current = configs[section][field]
-        if resume and flag not in RESUME_MAY_CHANGE and current != value:
+        if resume and flag not in RESUMABLE_FIELDS and current != value:
             raise UserError(f"config mismatch on --resume: {flag} was {current}, now {value}")
         configs[section][field] = value
     if flags.get("d_model") is not None and not resume:
@@ -85,7 +84,7 @@ def train_command(config: dict, out: str) -> str:
     words = ["sparsecircuits", "train", "--preset", base["train"]["preset"]]
     for flag, (section, field) in TRAIN_FLAGS.items():
         value = config[section].get(field)
-        if flag in RESUME_MAY_CHANGE or value is None or value == base[section].get(field):
+        if flag in RESUMABLE_FIELDS or value is None or value == base[section].get(field):
             continue
         option = "--" + flag.replace("_", "-")
         if isinstance(value, bool):

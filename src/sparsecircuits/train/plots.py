@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from sparsecircuits.files import atomic_path  # noqa: E402
+
 
 def read_metrics(path: Path) -> list[dict]:
     if not path.exists():
@@ -67,8 +69,9 @@ def plot_task_accuracy(axis: plt.Axes, scored: list[dict]) -> None:
 def save_figure(fig: plt.Figure, out_path: Path) -> Path:
     """Write a figure atomically (a reader never sees half a PNG) and free it."""
     fig.tight_layout()
-    temporary = out_path.with_name(f".{out_path.stem}.tmp{out_path.suffix}")
-    fig.savefig(temporary)
-    plt.close(fig)
-    temporary.replace(out_path)
+    try:
+        with atomic_path(out_path) as temporary:
+            fig.savefig(temporary, format=out_path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return out_path

@@ -7,6 +7,7 @@ are drawn from a generator seeded by (seed, step, rank), so `--resume` replays t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -27,6 +28,7 @@ from sparsecircuits.data import (
     validation_batches,
 )
 from sparsecircuits.errors import UserError
+from sparsecircuits.files import write_text_atomic
 from sparsecircuits.model import GPT, GPTConfig, next_token_loss
 from sparsecircuits.tasks import TaskBatch, encode_pairs, evaluate_task, task_pairs
 from sparsecircuits.train import distributed
@@ -38,6 +40,7 @@ from sparsecircuits.train.checkpoint import (
 )
 from sparsecircuits.train.config import TrainConfig
 from sparsecircuits.train.plots import plot_loss_curve
+from sparsecircuits.train.run_folder import claim_training_folder
 from sparsecircuits.train.schedules import kept_fraction, sharkfin_learning_rate
 from sparsecircuits.train.weight_sparsity import project_to_density
 
@@ -62,9 +65,17 @@ def train(
     resume: bool = False,
     progress: bool = True,
 ) -> TrainResult:
+    run_dir = Path(run_dir)
     group = distributed.start(config.device)
     try:
-        return _train(model_config, config, Path(run_dir), group, resume, progress)
+        # Only the main process writes the folder, so only it holds the claim.
+        claim = (
+            claim_training_folder(run_dir, model_config, config, resume)
+            if group.is_main
+            else contextlib.nullcontext()
+        )
+        with claim:
+            return _train(model_config, config, run_dir, group, resume, progress)
     finally:
         distributed.finish(group)
 
@@ -82,10 +93,11 @@ def _train(
         raise UserError(f"batch size {config.batch_size} does not split over {group.world_size}")
     per_rank_batch = config.batch_size // group.world_size
 
-    if not resume and latest_name(run_dir) is not None:
-        raise UserError(f"{run_dir} already holds a run: pass --resume, or choose another --out")
-    previous = load_run(run_dir) if resume else None
+    # --resume before the first checkpoint (killed early) simply starts the run again.
+    previous = load_run(run_dir) if resume and latest_name(run_dir) is not None else None
     corpus = load_corpus(config, previous, group, progress)
+    if previous is not None and group.is_main:
+        warn_if_corpus_changed(previous.config.get("data", {}), corpus)
     model_config.vocab_size = corpus.tokenizer.vocab_size
     torch.manual_seed(config.seed)
     model = GPT(model_config).to(device)
@@ -110,6 +122,7 @@ def _train(
             "train_tokens": int(len(corpus.train)),
             "val_tokens": int(len(corpus.val)),
             "skipped_files": corpus.skipped_files,
+            "fingerprint": corpus.cache_dir.name,  # corpus and tokenizer, to notice changes
         },
     }
     if group.is_main:
@@ -292,6 +305,22 @@ def load_corpus(
     return corpus
 
 
+def warn_if_corpus_changed(saved: dict, corpus: TokenizedCorpus) -> None:
+    """A resumed run replays its batches only from the corpus it started on: say so if not."""
+    before = saved.get("fingerprint")
+    changed = (
+        before != corpus.cache_dir.name
+        if before is not None
+        else saved.get("train_tokens") not in (None, int(len(corpus.train)))
+    )
+    if changed:
+        print(
+            "warning: the corpus (or its tokens) changed since this run started; the resumed "
+            "run goes on with the new one and will not replay the original batches",
+            file=sys.stderr,
+        )
+
+
 def build_optimizer(model: GPT, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW with the paper's betas and eps; weight decay on matrices only."""
     matrices = [p for p in model.parameters() if p.dim() >= 2]
@@ -360,6 +389,4 @@ def keep_metrics_before(path: Path, step: int) -> None:
         for line in path.read_text().splitlines()
         if line.strip() and json.loads(line)["step"] <= step
     ]
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text("".join(line + "\n" for line in kept))
-    temporary.replace(path)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
