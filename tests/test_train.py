@@ -188,7 +188,7 @@ def test_kill_during_training_never_breaks_the_latest_checkpoint(tmp_path, corpu
     ("args", "message"),
     [
         (["--preset", "huge"], "unknown preset"),
-        (["--preset", "tiny", "--density", "0"], "density must be in"),
+        (["--preset", "tiny", "--density", "0"], "--density"),
         (["--preset", "tiny", "--data", "/no/such/corpus"], "corpus not found"),
         (["--preset", "tiny", "--device", "tpu"], "unknown device"),
         (["--preset", "tiny", "--eval-tasks", "quote,var_if"], "unknown task"),

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from sparsecircuits.cli_types import (
+    FRACTION,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    SEED,
+    UNIT_INTERVAL,
+    OutputPath,
+)
 from sparsecircuits.errors import UserError
+from sparsecircuits.files import json_text
 
 if TYPE_CHECKING:  # the CLI imports torch-heavy packages only inside commands
     from sparsecircuits.train import TrainResult
@@ -69,34 +77,34 @@ def cli() -> None:
     "--out",
     "out",
     required=True,
-    type=click.Path(path_type=Path),
+    type=OutputPath(),
     help="Run directory (checkpoints, metrics, plots).",
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
-@click.option("--density", type=float, help="Kept fraction of weights, e.g. 0.0625; 1 = dense.")
+@click.option("--density", type=FRACTION, help="Kept fraction of weights, e.g. 0.0625; 1 = dense.")
 @click.option(
     "--embedding-density",
-    type=float,
+    type=FRACTION,
     help="Kept fraction of embeddings, unembedding and biases (default: --density).",
 )
-@click.option("--afrac", type=float, help="AbsTopK activation kept fraction (default: off).")
-@click.option("--steps", type=int, help="Optimizer steps.")
-@click.option("--tokens", type=int, help="Token budget (sets --steps).")
-@click.option("--seed", type=int)
+@click.option("--afrac", type=FRACTION, help="AbsTopK activation kept fraction (default: off).")
+@click.option("--steps", type=POSITIVE_INT, help="Optimizer steps.")
+@click.option("--tokens", type=POSITIVE_INT, help="Token budget (sets --steps).")
+@click.option("--seed", type=SEED)
 @click.option("--data", help="stdlib (default), a directory, a .txt/.jsonl file, or hf:NAME.")
 @click.option("--data-glob", help="File pattern inside a --data directory (default **/*.py).")
 @click.option("--device", help="cpu or cuda (bf16 autocast).")
-@click.option("--lr", type=float, help="Peak learning rate.")
-@click.option("--batch-size", type=int, help="Sequences per step (over all processes).")
-@click.option("--anneal-end", type=float, help="Fraction of training spent annealing L0.")
-@click.option("--vocab-size", type=int, help="BPE vocabulary size.")
-@click.option("--eval-every", type=int, help="Steps between validation losses.")
+@click.option("--lr", type=POSITIVE_FLOAT, help="Peak learning rate.")
+@click.option("--batch-size", type=POSITIVE_INT, help="Sequences per step (over all processes).")
+@click.option("--anneal-end", type=UNIT_INTERVAL, help="Fraction of training spent annealing L0.")
+@click.option("--vocab-size", type=click.IntRange(min=257), help="BPE vocabulary size.")
+@click.option("--eval-every", type=POSITIVE_INT, help="Steps between validation losses.")
 @click.option("--eval-tasks", help="Tasks (comma-separated) scored at each eval.")
-@click.option("--checkpoint-every", type=int, help="Steps between checkpoints.")
-@click.option("--n-layer", type=int)
-@click.option("--d-model", type=int)
-@click.option("--n-ctx", type=int)
-@click.option("--d-head", type=int)
+@click.option("--checkpoint-every", type=POSITIVE_INT, help="Steps between checkpoints.")
+@click.option("--n-layer", type=POSITIVE_INT)
+@click.option("--d-model", type=POSITIVE_INT)
+@click.option("--n-ctx", type=click.IntRange(min=2))
+@click.option("--d-head", type=POSITIVE_INT)
 @click.option("--learned-positions/--no-learned-positions", default=None)
 @click.option("--bigram-table/--no-bigram-table", default=None)
 @click.option("--attention-sink/--no-attention-sink", default=None)
@@ -127,7 +135,7 @@ def info(run: Path, as_json: bool) -> None:
 
     summary = summarize_run(load_run(run))
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(json_text(summary))
         return
     model = summary["config"]["model"]
     val = summary["val_loss"]
@@ -162,8 +170,10 @@ REFERENCE_SPARSE = Path("models/reference-sparse")
 
 
 @cli.command()
-@click.option("--out", default="runs/demo", show_default=True, type=click.Path(path_type=Path))
-@click.option("--tokens", default=3_000_000, show_default=True, help="Training token budget.")
+@click.option("--out", default="runs/demo", show_default=True, type=OutputPath())
+@click.option(
+    "--tokens", default=3_000_000, show_default=True, type=POSITIVE_INT, help="Token budget."
+)
 @click.option("--data", default="stdlib", show_default=True, help="Corpus, as for train.")
 @click.option(
     "--circuit-model",
@@ -225,7 +235,7 @@ def demo(out: Path, tokens: int, data: str, circuit_model: Path, quiet: bool) ->
 
 @cli.command()
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="New model folder.")
+@click.option("--out", required=True, type=OutputPath(), help="New model folder.")
 def export(run: Path, out: Path) -> None:
     """Copy a run's latest checkpoint into a small, self-describing model folder.
 
@@ -239,6 +249,9 @@ def export(run: Path, out: Path) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) == 1:  # a bare `sparsecircuits` asks what it can do: that is not an error
+        click.echo(cli.get_help(click.Context(cli, info_name="sparsecircuits")))
+        return
     try:
         cli.main(standalone_mode=False)
     except UserError as error:

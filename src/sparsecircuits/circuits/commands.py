@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -10,7 +9,9 @@ import click
 
 from sparsecircuits.circuits.prune import PruneConfig
 from sparsecircuits.circuits.task_data import task_splits
+from sparsecircuits.cli_types import POSITIVE_FLOAT, POSITIVE_INT, SEED, TARGET_LOSS, OutputPath
 from sparsecircuits.errors import UserError
+from sparsecircuits.files import json_text
 
 
 def log_to_stderr(message: str) -> None:
@@ -26,24 +27,43 @@ def log_to_stderr(message: str) -> None:
     type=click.Path(path_type=Path),
     help="Your own pairs, JSONL: prompt_a, prompt_b, answer_a, answer_b.",
 )
-@click.option("--out", type=click.Path(path_type=Path), help="Write the circuit file here.")
-@click.option("--target-loss", default=0.15, show_default=True, type=float)
+@click.option("--out", type=OutputPath(), help="Write the circuit file here.")
+@click.option(
+    "--target-loss",
+    default=0.15,
+    show_default=True,
+    type=TARGET_LOSS,
+    help="Task loss the circuit must reach; well below chance (ln 2 = 0.693).",
+)
 @click.option("--ablation", type=click.Choice(["mean", "zero"]), default="mean", show_default=True)
-@click.option("--steps", default=300, show_default=True, help="Mask-training steps per setting.")
+@click.option(
+    "--steps",
+    default=300,
+    show_default=True,
+    type=POSITIVE_INT,
+    help="Mask-training steps per setting.",
+)
 @click.option(
     "--k-coef",
     default=PruneConfig.k_coef,
     show_default=True,
+    type=POSITIVE_FLOAT,
     help="Node penalty of the first setting; the sweep moves from there.",
 )
-@click.option("--sweep", default=4, show_default=True, help="Settings tried (1 = no sweep).")
+@click.option(
+    "--sweep",
+    default=4,
+    show_default=True,
+    type=POSITIVE_INT,
+    help="Settings tried (1 = no sweep).",
+)
 @click.option(
     "--trim/--no-trim",
     default=True,
     show_default=True,
     help="Then drop the circuit's nodes one by one while the target still holds.",
 )
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def prune(
     run: Path,
@@ -74,7 +94,7 @@ def prune(
         write_circuit(outcome_to_record(loaded, outcome), out)
     summary = {"task": splits.name, **{key: outcome.metrics[key] for key in SUMMARY_KEYS}}
     if as_json:
-        click.echo(json.dumps(summary))
+        click.echo(json_text(summary, indent=None))
     else:
         for key, value in summary.items():
             click.echo(f"{key:<22}{value:.4f}" if isinstance(value, float) else f"{key:<22}{value}")
@@ -101,7 +121,10 @@ def circuit() -> None:
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--task", help="A built-in task: its test split is used.")
 @click.option("--pairs", "pairs_file", type=click.Path(path_type=Path), help="Your own pairs.")
-@click.option("--seed", default=1, show_default=True, help="Seed of the task pairs drawn.")
+@click.option(
+    "--seed", default=1, show_default=True, type=SEED, help="Seed of the task pairs drawn."
+)
+@click.option("--force", is_flag=True, help="Evaluate even on a model the circuit is not of.")
 @click.option("--json", "as_json", is_flag=True)
 def circuit_eval(
     circuit_file: Path,
@@ -109,6 +132,7 @@ def circuit_eval(
     task: str | None,
     pairs_file: Path | None,
     seed: int,
+    force: bool,
     as_json: bool,
 ) -> None:
     """Losses of a saved circuit on other pairs (is it faithful beyond its pruning data?)."""
@@ -118,6 +142,12 @@ def circuit_eval(
 
     record = read_circuit(circuit_file)
     loaded = load_run(run)
+    model_matches = model_hash(loaded) == record["model"]["sha256"]
+    if not model_matches:
+        message = f"{circuit_file} was pruned from another model than {run}"
+        if not force:
+            raise UserError(f"{message}; pass --force to evaluate it there anyway")
+        click.echo(f"warning: {message}; its numbers say little about this one", err=True)
     circuit_record = circuit_on_model(record, loaded)
     splits = task_splits(loaded, task, pairs_file, seed)
     # The controls are calibrated on pairs apart from the ones measured, as in `prune`.
@@ -137,17 +167,19 @@ def circuit_eval(
     result = {
         "task": splits.name,
         "circuit_task": record["task"],
-        "model_matches": model_hash(loaded) == record["model"]["sha256"],
+        "model_matches": model_matches,
         **metrics,
     }
     click.echo(
-        json.dumps(result) if as_json else "\n".join(f"{k:<22}{v}" for k, v in result.items())
+        json_text(result, indent=None)
+        if as_json
+        else "\n".join(f"{k:<22}{v}" for k, v in result.items())
     )
 
 
 @circuit.command("draw")
 @click.argument("circuit_file", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help=".html or .svg")
+@click.option("--out", required=True, type=OutputPath(), help=".html or .svg")
 @click.option(
     "--run",
     type=click.Path(path_type=Path),
@@ -178,10 +210,14 @@ def circuit_draw(circuit_file: Path, out: Path, run: Path | None) -> None:
 @click.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--tasks", "task_names", required=True, help="Comma-separated task names.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="PNG plot.")
-@click.option("--target-loss", default=0.15, show_default=True, type=float)
-@click.option("--sweep", default=4, show_default=True, help="Settings tried per task (as prune).")
-@click.option("--steps", default=300, show_default=True, help="Mask-training steps per setting.")
+@click.option("--out", required=True, type=OutputPath(), help="PNG plot.")
+@click.option("--target-loss", default=0.15, show_default=True, type=TARGET_LOSS)
+@click.option(
+    "--sweep", default=4, show_default=True, type=POSITIVE_INT, help="Settings tried per task."
+)
+@click.option(
+    "--steps", default=300, show_default=True, type=POSITIVE_INT, help="Mask steps per setting."
+)
 @click.option("--fresh", is_flag=True, help="Prune again even where a stored result exists.")
 @click.option("--json", "as_json", is_flag=True)
 def frontier(
@@ -200,9 +236,12 @@ def frontier(
     """
     from sparsecircuits.circuits.frontier import measure_frontier, plot_frontier
 
+    names = [t.strip() for t in task_names.split(",") if t.strip()]
+    if not names:
+        raise UserError(f"--tasks {task_names!r} names no task")
     points = measure_frontier(
         list(runs),
-        [t.strip() for t in task_names.split(",") if t.strip()],
+        names,
         target_loss,
         sweep,
         steps,
@@ -211,7 +250,7 @@ def frontier(
     )
     plot_frontier(points, out)
     if as_json:
-        click.echo(json.dumps(points, indent=1))
+        click.echo(json_text(points, indent=1))
     else:
         for point in points:
             click.echo(

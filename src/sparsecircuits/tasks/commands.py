@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +9,7 @@ import click
 
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.errors import UserError
+from sparsecircuits.files import json_text
 from sparsecircuits.tasks.metrics import evaluate_task
 from sparsecircuits.tasks.pairs import (
     TaskPair,
@@ -41,7 +41,7 @@ def list_tasks(as_json: bool) -> None:
     """Name and description of every task."""
     rows = [{"name": task.name, "description": task.description} for task in TASKS.values()]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json_text(rows))
         return
     width = max(len(name) for name in TASKS)
     for row in rows:
@@ -52,7 +52,7 @@ def list_tasks(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--n", default=3, show_default=True, type=click.IntRange(min=1), help="Pairs.")
 @click.option("--split", default="test", show_default=True, type=click.Choice(SPLITS))
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--run", type=click.Path(path_type=Path), help="Use this run's tokenizer.")
 @click.option(
     "--tokenizer", "tokenizer_file", type=click.Path(path_type=Path), help="Tokenizer JSON file."
@@ -108,7 +108,13 @@ def describe_token(tokenizer: CodeTokenizer, token: int | None) -> str:
     help="A JSONL file of custom pairs, all evaluated (repeatable).",
 )
 @click.option("--n", default=256, show_default=True, type=click.IntRange(min=1), help="Pairs/task.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the test split.")
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seed of the test split.",
+)
 @click.option(
     "--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Pairs/forward."
 )
@@ -143,7 +149,7 @@ def eval_tasks(
         n_ctx = loaded.model.config.n_ctx
         raise UserError(f"{first['task']}: {describe_skips(n_pairs, first['skipped'], n_ctx)}")
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json_text(rows))
         return
     data = f"test split (seed {seed}), {n} pairs per task" if task_names else "custom pairs"
     print_table(rows, data, loaded.path)
