@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_runner import run_cli
+from cli_runner import run_in_process as run_cli
 from sparsecircuits.circuits import frontier as frontier_module
 from sparsecircuits.circuits.prune import answer_margins, margin_loss
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.errors import UserError
 from sparsecircuits.model import GPT, GPTConfig
 from sparsecircuits.tasks import encode_pairs, task_pairs, write_pairs_jsonl
-from sparsecircuits.train import project_to_density, save_checkpoint
+from sparsecircuits.train import load_run, project_to_density, save_checkpoint
 
 TASK = "single_double_quote"
 LOSS_FIELDS = ("circuit_loss", "full_model_loss", "ablated_circuit_loss", "random_circuit_loss")
@@ -84,6 +84,14 @@ def test_prune_finds_a_small_sufficient_and_necessary_circuit(
     again = json.loads(evaluated.stdout)
     assert again["model_matches"] and again["nodes"] == summary["nodes"]
     assert all(0 <= again[field] < 5 for field in LOSS_FIELDS)
+    other = other_model_of_the_same_shape(quote_run, tmp_path / "other")
+    evaluate_there = ["circuit", "eval", str(circuit_file), str(other), "--task", TASK, "--json"]
+    refused = run_cli(*evaluate_there)
+    assert refused.returncode == 2 and "pruned from another model" in refused.stderr
+    assert "--force" in refused.stderr and refused.stdout == ""
+    forced = run_cli(*evaluate_there, "--force")
+    assert forced.returncode == 0 and "warning:" in forced.stderr
+    assert json.loads(forced.stdout)["model_matches"] is False
 
     for suffix in (".html", ".svg"):
         drawing = tmp_path / f"quote{suffix}"
@@ -91,6 +99,15 @@ def test_prune_finds_a_small_sufficient_and_necessary_circuit(
         assert drawn.returncode == 0, drawn.stderr
         text = drawing.read_text()
         assert "<svg" in text and text.count("<circle") >= summary["nodes"] - 1
+
+
+def other_model_of_the_same_shape(run: Path, out: Path) -> Path:
+    loaded = load_run(run)
+    with torch.no_grad():
+        for param in loaded.model.parameters():
+            param.mul_(0.9)
+    save_checkpoint(out, loaded.model, loaded.tokenizer, loaded.config, loaded.state)
+    return out
 
 
 def test_prune_says_when_the_target_cannot_be_met(quote_run: Path) -> None:
