@@ -250,3 +250,17 @@ def test_export_into_a_file_or_a_full_folder_is_one_line(tiny_run, tmp_path):
     (tmp_path / "afile").write_text("x")
     one_line_error(run_in_process("export", str(tiny_run), "--out", str(tmp_path / "afile")))
     assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_resuming_on_a_changed_corpus_says_so(capsys):
+    from types import SimpleNamespace
+
+    from sparsecircuits.train.trainer import warn_if_corpus_changed
+
+    corpus = SimpleNamespace(cache_dir=Path("tokens/abc-123"), train=[0] * 10)
+    warn_if_corpus_changed({"fingerprint": "abc-123"}, corpus)
+    warn_if_corpus_changed({"train_tokens": 10}, corpus)  # a run saved before fingerprints
+    assert capsys.readouterr().err == ""
+    warn_if_corpus_changed({"fingerprint": "abc-999"}, corpus)
+    warn_if_corpus_changed({"train_tokens": 11}, corpus)
+    assert capsys.readouterr().err.count("warning: the corpus") == 2
