@@ -1,4 +1,10 @@
-"""The HTML report of one training run: loss curve, density per layer, greedy completions."""
+"""The HTML report of one training run: loss curve, density per layer, greedy completions.
+
+Rendered by an autoescaping template (`sparsecircuits.render`): every string from the run's
+config, the corpus, the model or a circuit file is escaped, every number goes through the
+`number` filter, and the only markup embedded as is, the circuit drawing, is the output of the
+circuit templates (a plain string passed there instead is shown as text).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,11 @@ import base64
 import io
 from pathlib import Path
 
-import jinja2
 import matplotlib
 import torch
 
 from sparsecircuits.files import write_text_atomic
+from sparsecircuits.render import render, template_environment
 from sparsecircuits.train import Run, load_run
 from sparsecircuits.train.plots import plot_loss_curve
 from sparsecircuits.train.summary import summarize_run
@@ -28,11 +34,7 @@ DEFAULT_PROMPTS = (
     "try:\n    value = int(text)\nexcept ValueError:\n    ",
 )
 
-TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("sparsecircuits.report", "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-)
+TEMPLATES = template_environment("sparsecircuits.report")
 
 
 def greedy_completions(run: Run, prompts: tuple[str, ...], max_new_tokens: int = 24) -> list[dict]:
@@ -74,12 +76,15 @@ def write_run_report(
 ) -> Path:
     """Write a self-contained HTML report (images inlined) for the run in `run_dir`.
 
-    `circuit`, if given, is {"record": circuit file dict, "svg": its drawing, "page": link}.
+    `circuit`, if given, is {"record": circuit file dict, "svg": its drawing (from
+    `circuits.draw.circuit_svg`), "page": link, "total_nodes": nodes in the model}.
     """
     run = load_run(run_dir)
     summary = summarize_run(run)
     curve = plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png").read_bytes()
-    html = TEMPLATES.get_template("run_report.html").render(
+    html = render(
+        TEMPLATES,
+        "run_report.html",
         summary=summary,
         model=summary["config"]["model"],
         train=summary["config"]["train"],
