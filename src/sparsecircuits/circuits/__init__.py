@@ -5,7 +5,8 @@ discretisation and calibration (prune.py), trimming a found circuit node by node
 the sweep and the sufficiency / necessity / random checks (pipeline.py), edges (edges.py),
 circuit files (circuit_file.py), drawings (draw.py), the frontier plot (frontier.py) and prune
 results stored in SQLite (store.py). Imports `model`, `train`, `tasks`, `data`, `errors` and
-the leaf modules `files` (atomic writes) and `render` (escaping templates).
+the leaf modules `files` (atomic writes), `validation` (circuit-file schema) and `render`
+(escaping templates).
 """
 
 from sparsecircuits.circuits.nodes import NodeGroup, load_or_compute_means, node_groups

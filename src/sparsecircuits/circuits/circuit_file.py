@@ -5,24 +5,28 @@ Schema (format "sparsecircuits.circuit/1"), documented in docs/circuits.md:
   nodes [{id, layer, kind, index, mean, score}], edges [{source, target, weight}],
   calibration {scale, shift {token_id: value}}, metrics {...}, prune_config {...}, sweep [...]
 Node ids are "LAYER.KIND.INDEX"; the final norm is layer n_layer, kind "final_norm".
+`read_circuit` checks a file against this schema (CircuitFile) and against itself, so a damaged
+file is one error line naming the field, not a KeyError in whatever reads it next.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt
 
 from sparsecircuits.circuits.edges import circuit_edges
-from sparsecircuits.circuits.nodes import NodeGroup, node_groups
+from sparsecircuits.circuits.nodes import BLOCK_NODE_KINDS, NodeGroup, node_groups
 from sparsecircuits.circuits.pipeline import PruneOutcome
 from sparsecircuits.circuits.prune import Calibration
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import write_json_atomic
 from sparsecircuits.train import Run
+from sparsecircuits.validation import field_error, load_json, validate
 
 FORMAT = "sparsecircuits.circuit/1"
 
@@ -81,15 +85,105 @@ def write_circuit(record: dict, path: Path) -> None:
 
 
 def read_circuit(path: Path) -> dict:
-    try:
-        record = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"no such circuit file: {path}") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read circuit file {path}: {error}") from None
+    """A circuit file, checked against its schema and against itself (every node inside the
+    model it records, every edge between two of its nodes), as plain data."""
+    record = load_json(path, object, "circuit file")
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise UserError(f"{path} is not a sparsecircuits circuit file (format {FORMAT})")
-    return record
+    circuit = validate(CircuitFile, record, path)
+    check_nodes_and_edges(circuit, path)
+    return circuit.model_dump(mode="json", exclude_unset=True)  # token ids as keys again
+
+
+class CircuitModel(BaseModel):
+    """The model a circuit was pruned from."""
+
+    model_config = ConfigDict(extra="allow")
+    path: str
+    sha256: str
+    n_layer: PositiveInt
+    d_model: PositiveInt
+    d_mlp: PositiveInt
+    d_head: PositiveInt = 16  # not recorded by the first circuit files
+
+
+class CircuitNode(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    layer: NonNegativeInt
+    kind: str
+    index: NonNegativeInt
+    mean: float
+    score: float
+
+
+class CircuitEdge(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    source: str
+    target: str
+    weight: float
+
+
+class CalibrationRecord(BaseModel):
+    scale: float
+    shift: dict[NonNegativeInt, float]  # token id (a string key in JSON) -> shift
+
+    def calibration(self) -> Calibration:
+        return Calibration(self.scale, dict(self.shift))
+
+
+class CircuitFile(BaseModel):
+    """The schema of a circuit file (docs/circuits.md); keys it does not name are kept."""
+
+    model_config = ConfigDict(extra="allow")
+    format: str
+    task: str
+    target_loss: float
+    ablation: Literal["mean", "zero"]
+    model: CircuitModel
+    nodes: list[CircuitNode]
+    edges: list[CircuitEdge]
+    calibration: CalibrationRecord
+    metrics: dict[str, Any] = {}
+    prune_config: dict[str, Any] = {}
+    sweep: list[Any] = []
+
+
+NODE_KINDS = (*(kind for kind, _ in BLOCK_NODE_KINDS), "final_norm")
+
+
+def check_nodes_and_edges(circuit: CircuitFile, source: Path | str) -> None:
+    """Every node exists in the circuit's own model; every edge joins two of its nodes."""
+    for number, node in enumerate(circuit.nodes):
+        problem = node_problem(node, circuit.model)
+        if problem is not None:
+            field, message = problem
+            raise field_error(source, f"nodes[{number}].{field}", message)
+    ids = {node.id for node in circuit.nodes}
+    for number, edge in enumerate(circuit.edges):
+        for end, node_id in (("source", edge.source), ("target", edge.target)):
+            if node_id not in ids:
+                message = f"{node_id!r} is not one of the circuit's nodes"
+                raise field_error(source, f"edges[{number}].{end}", message)
+
+
+def node_problem(node: CircuitNode, model: CircuitModel) -> tuple[str, str] | None:
+    """(field, what is wrong) when `node` cannot be a node of `model`, else None."""
+    if node.kind not in NODE_KINDS:
+        return "kind", f"expected one of {', '.join(NODE_KINDS)}, got {node.kind!r}"
+    if node.kind == "final_norm" and node.layer != model.n_layer:
+        return "layer", f"final_norm is at layer model.n_layer {model.n_layer}, got {node.layer}"
+    if node.kind != "final_norm" and node.layer >= model.n_layer:
+        return "layer", f"{node.layer} is past the last layer (model.n_layer {model.n_layer})"
+    name, width = (
+        ("d_mlp", model.d_mlp) if node.kind == "mlp_neuron" else ("d_model", model.d_model)
+    )
+    if node.index >= width:
+        return "index", f"{node.index} is past the last {node.kind} channel (model.{name} {width})"
+    expected_id = f"{node.layer}.{node.kind}.{node.index}"
+    if node.id != expected_id:
+        return "id", f"expected {expected_id!r} (layer.kind.index), got {node.id!r}"
+    return None
 
 
 @dataclass
@@ -102,15 +196,24 @@ class LoadedCircuit:
 
 def circuit_on_model(record: dict, run: Run) -> LoadedCircuit:
     """The circuit's keep-vector on `run`'s nodes; refuses a circuit of another model shape."""
-    groups = node_groups(run.model_config)
+    circuit = validate(CircuitFile, record, "circuit")
+    config = run.model_config
+    theirs = (circuit.model.n_layer, circuit.model.d_model, circuit.model.d_mlp)
+    ours = (config.n_layer, config.d_model, config.d_mlp)
+    if theirs != ours:
+        raise UserError(
+            f"the circuit is of a model with n_layer {theirs[0]}, d_model {theirs[1]}, "
+            f"d_mlp {theirs[2]}; the model at {run.path} has {ours[0]}, {ours[1]}, {ours[2]}"
+        )
+    groups = node_groups(config)
     offsets, start = {}, 0
     for group in groups:
         offsets[(group.layer, group.kind)] = (start, group.width)
         start += group.width
     keep = torch.zeros(start, dtype=torch.bool)
-    for node in record["nodes"]:
-        key = (node["layer"], node["kind"])
-        if key not in offsets or not 0 <= node["index"] < offsets[key][1]:
-            raise UserError(f"circuit node {node['id']} does not exist in the model at {run.path}")
-        keep[offsets[key][0] + node["index"]] = True
-    return LoadedCircuit(keep, groups, Calibration.from_dict(record["calibration"]), record)
+    for node in circuit.nodes:
+        key = (node.layer, node.kind)
+        if key not in offsets or not node.index < offsets[key][1]:
+            raise UserError(f"circuit node {node.id} does not exist in the model at {run.path}")
+        keep[offsets[key][0] + node.index] = True
+    return LoadedCircuit(keep, groups, circuit.calibration.calibration(), record)

@@ -187,7 +187,7 @@ def circuit_eval(
 )
 def circuit_draw(circuit_file: Path, out: Path, run: Path | None) -> None:
     """Draw a circuit file as an HTML page or an SVG image."""
-    from sparsecircuits.circuits.circuit_file import read_circuit
+    from sparsecircuits.circuits.circuit_file import circuit_on_model, read_circuit
     from sparsecircuits.circuits.draw import write_drawing
     from sparsecircuits.tasks import TASKS, task_pairs
     from sparsecircuits.train import load_run
@@ -203,6 +203,8 @@ def circuit_draw(circuit_file: Path, out: Path, run: Path | None) -> None:
             prompts += [pair.prompt_a, pair.prompt_b]
     if loaded is None:
         click.echo(f"note: {model_path} not found; drawing without activations", err=True)
+    else:
+        circuit_on_model(record, loaded)  # a model of another shape: one line, not a crash
     write_drawing(record, out, loaded, prompts)
     click.echo(f"wrote {out}")
 

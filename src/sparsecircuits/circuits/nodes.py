@@ -8,8 +8,10 @@ every q, k and v channel. Each group of nodes is one hook point; a node is (grou
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from sparsecircuits.data import prepare_data, sample_batch
@@ -17,6 +19,7 @@ from sparsecircuits.errors import UserError
 from sparsecircuits.files import atomic_path
 from sparsecircuits.model import GPT, GPTConfig
 from sparsecircuits.train import Run
+from sparsecircuits.validation import field_error
 
 MEANS_FILE = "mean_activations.safetensors"
 
@@ -83,7 +86,7 @@ def load_or_compute_means(
     groups = node_groups(run.model_config)
     path = run.path / MEANS_FILE
     if path.is_file():
-        means = load_file(path)
+        means = read_means(path, groups)
         if all(group.hook in means for group in groups):
             return means
     train_config = run.config.get("train", {})
@@ -107,4 +110,30 @@ def load_or_compute_means(
     means = compute_mean_activations(run.model, [b.to(device) for b in batches], groups)
     with atomic_path(path) as temporary:
         save_file(means, temporary, metadata={"sequences": str(n_sequences), "data": spec})
+    return means
+
+
+def read_means(path: Path, groups: list[NodeGroup]) -> dict[str, torch.Tensor]:
+    """A cached mean-activation file, refused when it cannot be the means of this model.
+
+    A file that lacks some hooks is only incomplete (written before those nodes existed) and is
+    computed again; one with hooks this model lacks, or a vector of the wrong width, belongs to
+    another model and would silently ablate with the wrong values.
+    """
+    try:
+        means = load_file(path)
+    except (SafetensorError, OSError, ValueError) as error:
+        message = f"corrupt mean-activation file ({error}); delete it to recompute"
+        raise field_error(path, "", message) from None
+    widths = {group.hook: group.width for group in groups}
+    for hook, tensor in means.items():
+        if hook not in widths:
+            raise field_error(path, hook, "no such hook point in this model (delete the file)")
+        if list(tensor.shape) != [widths[hook]] or not tensor.is_floating_point():
+            raise field_error(
+                path,
+                hook,
+                f"{tensor.dtype} of shape {list(tensor.shape)}, expected floats of shape "
+                f"[{widths[hook]}] (delete the file to recompute it)",
+            )
     return means

@@ -96,7 +96,10 @@ class CodeTokenizer:
         except Exception as error:  # the library raises a bare Exception for bad JSON
             first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise UserError(f"cannot read tokenizer {path}: {first_line}") from error
-        return cls(inner)
+        try:
+            return cls(inner)
+        except UserError as error:  # a tokenizer file, but not one of ours
+            raise UserError(f"{path}: {error}") from None
 
     def save(self, path: str | Path) -> None:
         """Write the tokenizer JSON atomically, so a killed run never leaves half a file."""

@@ -1,7 +1,7 @@
 """The model: one GPT class with named hook points, and its config.
 
 Owns the forward pass used by training and by every analysis. Imports nothing from other
-sparsecircuits packages except `sparsecircuits.errors`.
+sparsecircuits packages except the leaf modules `errors` and `validation`.
 """
 
 from sparsecircuits.model.config import ACTIVATION_SPARSITY_SITES, GPTConfig

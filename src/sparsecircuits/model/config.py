@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, with_config
+
 from sparsecircuits.errors import UserError
+from sparsecircuits.validation import load_json, validate
 
 # Where AbsTopK activation sparsity can act (spec section 1).
 ACTIVATION_SPARSITY_SITES = (
@@ -21,6 +23,9 @@ ACTIVATION_SPARSITY_SITES = (
 )
 
 
+# A key the model does not know is refused rather than ignored: it is a typo or another
+# program's config, and dropping it would load a model of another shape without a word.
+@with_config(ConfigDict(extra="forbid"))
 @dataclass
 class GPTConfig:
     vocab_size: int = 2048
@@ -36,6 +41,11 @@ class GPTConfig:
     rms_eps: float = 1e-6
 
     def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_layer", "d_model", "n_ctx", "d_head"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.d_mlp < 0:
+            raise UserError(f"d_mlp must be 0 (4 * d_model) or more, got {self.d_mlp}")
         if self.d_mlp == 0:
             self.d_mlp = 4 * self.d_model
         if self.d_model % self.d_head:
@@ -51,17 +61,21 @@ class GPTConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> GPTConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"unknown model config keys: {', '.join(unknown)}")
-        return cls(**data)
+    def from_dict(cls, data: dict, source: str | Path = "model config") -> GPTConfig:
+        """The config in `data`, checked field by field; `source` names it in errors."""
+        return validate(cls, data, source)
 
     @classmethod
     def load(cls, path: str | Path) -> GPTConfig:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise UserError(f"cannot read model config {path}: {error}") from None
-        return cls.from_dict(data.get("model", data))
+        """The model config of a run's config.json (its "model" section) or of a bare file."""
+        data = load_json(path, dict, "model config")
+        if "model" in data:
+            return validate(ModelSection, data, path).model
+        return validate(cls, data, path)
+
+
+class ModelSection(BaseModel):
+    """A config.json read only for its model: the other sections are someone else's."""
+
+    model_config = ConfigDict(extra="allow")
+    model: GPTConfig

@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
+from pydantic import BaseModel, StringConstraints
 
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.errors import UserError
+from sparsecircuits.validation import field_error, validate
 
 PAIR_KEYS = ("prompt_a", "prompt_b", "answer_a", "answer_b")
 SKIP_REASONS = ("not_prefix", "same_answer", "too_long")
@@ -168,41 +171,55 @@ def read_pairs_jsonl(path: str | Path) -> list[TaskPair]:
     """Pairs from a JSONL file: one object per line with the four keys; blank lines ignored."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"pairs file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"cannot read pairs file {path}: {error}") from None
-    pairs, bad_lines = [], []
-    for number, line in enumerate(lines, start=1):
+    pairs, bad_lines, first_problem = [], [], ""
+    # JSONL lines end at "\n" only: splitlines() would also split at characters such as U+2028
+    # that JSON allows inside a string, and blame the lines after it.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        pair = parse_pair(line)
-        if pair is None:
+        try:
+            pairs.append(parse_pair(line, f"line {number}"))
+        except UserError as error:
             bad_lines.append(number)
-        else:
-            pairs.append(pair)
+            first_problem = first_problem or str(error)
     if bad_lines:
         raise UserError(
-            f"{path.name}: malformed lines {', '.join(map(str, bad_lines))} "
-            f"(need {', '.join(PAIR_KEYS)} as non-empty strings)"
+            f"{path}: malformed lines {', '.join(map(str, bad_lines))} "
+            f"(need {', '.join(PAIR_KEYS)} as non-empty strings; {first_problem})"
         )
     if not pairs:
-        raise UserError(f"{path.name}: no pairs (the file is empty)")
+        raise UserError(f"{path}: no pairs (the file is empty)")
     return pairs
 
 
-def parse_pair(line: str) -> TaskPair | None:
+NonEmptyText = Annotated[str, StringConstraints(min_length=1)]
+
+
+class PairLine(BaseModel):
+    """One line of a pairs file; other keys on the line are ignored."""
+
+    prompt_a: NonEmptyText
+    prompt_b: NonEmptyText
+    answer_a: NonEmptyText
+    answer_b: NonEmptyText
+
+
+def parse_pair(line: str, source: str = "pair") -> TaskPair:
+    """The pair on one JSONL line; a UserError naming `source` and the field when malformed."""
+    record = validate(PairLine, load_line(line, source), source)
+    return TaskPair(**record.model_dump())
+
+
+def load_line(line: str, source: str) -> object:
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(record, dict) or not all(key in record for key in PAIR_KEYS):
-        return None
-    try:
-        return TaskPair(**{key: record[key] for key in PAIR_KEYS})
-    except UserError:
-        return None
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise field_error(source, "", f"not valid JSON: {error}") from None
 
 
 def write_pairs_jsonl(pairs: list[TaskPair], path: str | Path) -> None:

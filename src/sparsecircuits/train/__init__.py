@@ -2,7 +2,8 @@
 
 Owns the training loop, schedules, the top-k weight projection, checkpoints and presets.
 Imports `sparsecircuits.model`, `sparsecircuits.data`, `sparsecircuits.tasks` (task scores
-logged while training) and `sparsecircuits.errors` only;
+logged while training) and the leaf modules `errors`, `files` (atomic writes, run-folder
+claims) and `validation` (schemas of the files it reads) only;
 everything downstream loads a trained model through `load_run`.
 """
 

@@ -5,16 +5,19 @@ complete one. Each checkpoint folder is self-contained: `config.json`, `model.sa
 `tokenizer.json`, and, for resuming, `optimizer.safetensors` + `trainer_state.json`. No pickle
 anywhere. A checkpoint is written under a temporary name and renamed into place, then LATEST is
 replaced atomically, so a kill at any moment leaves the previous checkpoint as the latest.
+Reading checks every file against its schema (the JSON files' are below) and the weights and
+optimizer tensors against the model, so a damaged checkpoint is one line naming file and field.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+from pydantic import BaseModel, ConfigDict, NonNegativeInt
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -22,10 +25,72 @@ from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import atomic_folder, write_json_atomic, write_text_atomic
 from sparsecircuits.model import GPT, GPTConfig
+from sparsecircuits.train.config import TrainConfig
 from sparsecircuits.train.weights_file import load_weights, save_weights
+from sparsecircuits.validation import field_error, load_json
 
 LATEST = "LATEST"
 CHECKPOINTS = "checkpoints"
+
+T = TypeVar("T")
+
+
+# The schemas of a checkpoint's JSON files. Keys they do not name are kept as they are: a newer
+# version may add some, and the files must still load.
+class DataSection(BaseModel):
+    """config.json "data": what the run was trained on."""
+
+    model_config = ConfigDict(extra="allow")
+    description: str = ""
+    train_tokens: NonNegativeInt | None = None
+    val_tokens: NonNegativeInt | None = None
+    skipped_files: NonNegativeInt = 0
+    fingerprint: str | None = None  # of corpus and tokenizer; absent in older runs
+
+
+class RunConfigFile(BaseModel):
+    """config.json: the model's shape, the training settings and the data."""
+
+    model_config = ConfigDict(extra="allow")
+    model: GPTConfig
+    train: TrainConfig
+    data: DataSection = DataSection()
+
+
+class TrainerState(BaseModel):
+    """trainer_state.json: where training stood when the checkpoint was written."""
+
+    model_config = ConfigDict(extra="allow")
+    step: NonNegativeInt
+    tokens: NonNegativeInt = 0
+    train_loss: float | None = None
+    val_loss: float | None = None  # None until the first evaluation
+    density: float | None = None
+
+
+class ParamGroup(BaseModel):
+    """One AdamW parameter group; its flags (amsgrad, foreach, ...) pass through unchecked."""
+
+    model_config = ConfigDict(extra="allow")
+    params: list[NonNegativeInt]
+    lr: float
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float
+
+
+class OptimizerIndex(BaseModel):
+    """optimizer.json: the optimizer state that is not tensors ("PARAMETER.SLOT" -> number)."""
+
+    param_groups: list[ParamGroup]
+    scalars: dict[str, float]
+
+
+CHECKPOINT_JSON: dict[str, type[BaseModel]] = {
+    "config.json": RunConfigFile,
+    "trainer_state.json": TrainerState,
+    "optimizer.json": OptimizerIndex,
+}
 
 
 @dataclass
@@ -95,45 +160,133 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def load_run(path: str | Path, device: str = "cpu") -> Run:
-    """Load a trained model, its tokenizer and its configs from a run or checkpoint folder."""
+    """Load a trained model, its tokenizer and its configs from a run or checkpoint folder.
+
+    Every file is checked before it is used: a damaged one is a UserError that names the file
+    and the field, never a traceback from deep inside torch.
+    """
     folder = resolve_checkpoint(path)
-    config = read_json(folder / "config.json")
-    model = GPT(GPTConfig.from_dict(config["model"]))
-    weights = load_weights(folder / "model.safetensors")
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise UserError(
-            f"checkpoint {folder} does not match its config.json "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
+    config = read_checkpoint_json(folder / "config.json", RunConfigFile)
+    model = GPT(config.model)
+    load_weights_into(model, folder / "model.safetensors")
     state_file = folder / "trainer_state.json"
     state = read_json(state_file) if state_file.is_file() else {}
-    tokenizer = CodeTokenizer.from_file(folder / "tokenizer.json")
-    return Run(model.to(device).eval(), tokenizer, config, state, folder)
+    tokenizer_file = folder / "tokenizer.json"
+    tokenizer = CodeTokenizer.from_file(tokenizer_file)
+    if tokenizer.vocab_size > config.model.vocab_size:
+        raise field_error(
+            tokenizer_file,
+            "",
+            f"its {tokenizer.vocab_size:,} tokens do not fit the model "
+            f"(model.vocab_size {config.model.vocab_size:,} in config.json)",
+        )
+    config_data = config.model_dump(exclude_unset=True)  # the file's own keys, checked
+    return Run(model.to(device).eval(), tokenizer, config_data, state, folder)
+
+
+def load_weights_into(model: GPT, path: Path) -> None:
+    """Fill `model` from a weights file, refusing one written for another shape of model."""
+    weights = load_weights(path)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise UserError(
+            f"{path} does not match its config.json "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    for name, tensor in weights.items():
+        if tensor.shape != expected[name].shape:
+            raise field_error(
+                path,
+                name,
+                f"shape {list(tensor.shape)}, but config.json makes it "
+                f"{list(expected[name].shape)}",
+            )
+    model.load_state_dict(weights)
 
 
 def load_optimizer_state(folder: Path, optimizer: torch.optim.Optimizer) -> None:
-    layout = read_json(folder / "optimizer.json")
+    """Restore `optimizer` for --resume, refusing a state that does not fit its parameters."""
+    read_json(folder / "trainer_state.json")  # resuming also needs the step it stopped at
+    index = read_checkpoint_json(folder / "optimizer.json", OptimizerIndex)
     tensors = read_safetensors(folder / "optimizer.safetensors")
-    optimizer.load_state_dict(unflatten_optimizer_state(tensors, layout))
+    check_optimizer_state(index, tensors, optimizer, folder)
+    optimizer.load_state_dict(unflatten_optimizer_state(tensors, index.model_dump()))
+
+
+def read_checkpoint_json(path: Path, schema: type[T]) -> T:
+    return load_json(path, schema, "checkpoint file")
 
 
 def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"checkpoint file missing: {path}") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"corrupt checkpoint file {path}: {error}") from None
+    """A checkpoint's JSON file as plain data, checked against its schema (by its name)."""
+    # Only the keys the file holds (a dataclass section comes back whole, defaults filled in).
+    return read_checkpoint_json(path, CHECKPOINT_JSON[path.name]).model_dump(exclude_unset=True)
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)
     except FileNotFoundError:
-        raise UserError(f"checkpoint file missing: {path}") from None
+        raise UserError(f"no such checkpoint file: {path}") from None
     except (SafetensorError, OSError, ValueError) as error:
         raise UserError(f"corrupt checkpoint file {path}: {error}") from None
+
+
+def check_optimizer_state(
+    index: OptimizerIndex,
+    tensors: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    folder: Path,
+) -> None:
+    """Every saved slot belongs to a parameter of `optimizer` and has that parameter's shape.
+
+    torch checks only the group sizes: a tensor of another shape would load without a word and
+    fail at the first step, a parameter missing a slot would fail there with a KeyError.
+    """
+    index_file, tensors_file = folder / "optimizer.json", folder / "optimizer.safetensors"
+    saved_sizes = [len(group.params) for group in index.param_groups]
+    sizes = [len(group["params"]) for group in optimizer.param_groups]
+    if saved_sizes != sizes:
+        raise field_error(
+            index_file,
+            "param_groups",
+            f"groups of {saved_sizes} parameters, but the model's optimizer has {sizes}",
+        )
+    # load_state_dict pairs the saved parameter numbers with the parameters, in order.
+    parameters = {
+        number: parameter
+        for saved, group in zip(index.param_groups, optimizer.param_groups, strict=True)
+        for number, parameter in zip(saved.params, group["params"], strict=True)
+    }
+    slots: dict[int, set[str]] = {}
+    named = [(tensors_file, key, key) for key in tensors]
+    named += [(index_file, f"scalars[{key!r}]", key) for key in index.scalars]
+    for source, location, key in named:
+        number, _, slot = key.partition(".")
+        if not number.isdigit() or not slot:
+            raise field_error(source, location, "expected a name like 0.exp_avg (PARAMETER.SLOT)")
+        if int(number) not in parameters:
+            raise field_error(source, location, f"optimizer.json has no parameter {number}")
+        slots.setdefault(int(number), set()).add(slot)
+    for key, tensor in tensors.items():
+        number, _, slot = key.partition(".")
+        shape = list(parameters[int(number)].shape)
+        if slot == "step" and tensor.numel() != 1:
+            raise field_error(tensors_file, key, f"shape {list(tensor.shape)}, expected a number")
+        if slot != "step" and list(tensor.shape) != shape:
+            raise field_error(
+                tensors_file, key, f"shape {list(tensor.shape)}, but its parameter is {shape}"
+            )
+    reference = next(iter(slots.values()), set())
+    for number, held in sorted(slots.items()):
+        if held != reference:
+            raise field_error(
+                tensors_file,
+                f"{number}.*",
+                f"parameter {number} has slots {sorted(held)}, others {sorted(reference)}",
+            )
 
 
 def flatten_optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 from sparsecircuits.errors import UserError
 from sparsecircuits.model import GPTConfig
 from sparsecircuits.tasks import get_task
+from sparsecircuits.validation import validate
 
 
 @dataclass
@@ -44,10 +46,26 @@ class TrainConfig:
         ):
             if value is not None and not 0 < value <= 1:
                 raise UserError(f"{flag} must be in (0, 1], got {value}")
-        if self.steps < 1:
-            raise UserError(f"steps must be at least 1, got {self.steps}")
-        if self.batch_size < 1:
-            raise UserError(f"batch size must be at least 1, got {self.batch_size}")
+        for name in ("steps", "batch_size", "eval_every", "eval_tokens", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        # The same ranges as the CLI flags, for configs built in Python or read from a file.
+        for name, low, high in (
+            ("anneal_end", 0.0, 1.0),
+            ("warmup_frac", 0.0, 1.0),
+            ("beta1", 0.0, 1.0),
+            ("beta2", 0.0, 1.0),
+            ("weight_decay", 0.0, math.inf),
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and low <= value <= high):
+                raise UserError(f"{name} must be in [{low:g}, {high:g}], got {value}")
+        for name in ("lr", "adam_eps", "grad_rms"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise UserError(f"{name} must be a positive number, got {value}")
+        if self.seed < 0:
+            raise UserError(f"seed must be at least 0, got {self.seed}")
         for name in self.eval_task_names:
             get_task(name)  # an unknown name fails now, not after the corpus is tokenised
 
@@ -59,9 +77,10 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+    def from_dict(cls, data: dict, source: str | Path = "training config") -> TrainConfig:
+        """The config in `data`, checked field by field; `source` names it in errors. Keys this
+        version does not know are ignored, so a config written by a newer one still loads."""
+        return validate(cls, data, source)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,16 @@ Plain safetensors files (no packing metadata) load as they are.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel, ConfigDict, Json, NonNegativeInt
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from sparsecircuits.errors import UserError
+from sparsecircuits.validation import field_error, validate
 
 PACKED_FORMAT = "sparsecircuits.packed/1"
 # Packing (int32 index + value per nonzero) pays off below half the entries nonzero.
@@ -47,21 +50,41 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
             metadata = handle.metadata() or {}
             stored = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
     except FileNotFoundError:
-        raise UserError(f"checkpoint file missing: {path}") from None
+        raise UserError(f"no such checkpoint file: {path}") from None
     except (SafetensorError, OSError, ValueError) as error:
         raise UserError(f"corrupt checkpoint file {path}: {error}") from None
     if metadata.get("format") != PACKED_FORMAT:
         return stored
-    try:
-        shapes = json.loads(metadata["packed"])
-        parts = {f"{name}.{part}" for name in shapes for part in ("indices", "values")}
-        weights = {name: tensor for name, tensor in stored.items() if name not in parts}
-        for name, shape in shapes.items():
-            indices = stored[f"{name}.indices"].long()
-            values = stored[f"{name}.values"]
-            dense = torch.zeros(int(torch.tensor(shape).prod()), dtype=values.dtype)
-            dense[indices] = values
-            weights[name] = dense.reshape(shape)
-    except (KeyError, IndexError, RuntimeError, ValueError, json.JSONDecodeError) as error:
-        raise UserError(f"corrupt packed weights in {path}: {error}") from None
+    shapes = validate(PackedMetadata, metadata, path).packed
+    parts = {f"{name}.{part}" for name in shapes for part in ("indices", "values")}
+    weights = {name: tensor for name, tensor in stored.items() if name not in parts}
+    for name, shape in shapes.items():
+        weights[name] = unpack(stored, name, shape, path)
     return weights
+
+
+class PackedMetadata(BaseModel):
+    """The metadata of a packed file: the full shape of each tensor stored as its nonzeros."""
+
+    model_config = ConfigDict(extra="allow")
+    packed: Json[dict[str, list[NonNegativeInt]]]
+
+
+def unpack(
+    stored: dict[str, torch.Tensor], name: str, shape: list[int], path: Path
+) -> torch.Tensor:
+    """The dense tensor `name` from its stored indices and values."""
+    for part in ("indices", "values"):
+        if f"{name}.{part}" not in stored:
+            raise field_error(path, f"{name}.{part}", "missing (the metadata lists it as packed)")
+    indices = stored[f"{name}.indices"].long()
+    values = stored[f"{name}.values"]
+    if indices.numel() and int(indices.min()) < 0:  # torch would count these from the end
+        raise field_error(path, f"{name}.indices", "corrupt packed tensor: a negative index")
+    try:
+        dense = torch.zeros(math.prod(shape), dtype=values.dtype)
+        dense[indices] = values
+    except (IndexError, RuntimeError) as error:
+        first_line = str(error).splitlines()[0]
+        raise field_error(path, name, f"corrupt packed tensor: {first_line}") from None
+    return dense.reshape(shape)
