@@ -264,3 +264,21 @@ def test_resuming_on_a_changed_corpus_says_so(capsys):
     warn_if_corpus_changed({"fingerprint": "abc-999"}, corpus)
     warn_if_corpus_changed({"train_tokens": 11}, corpus)
     assert capsys.readouterr().err.count("warning: the corpus") == 2
+
+
+def test_training_into_a_file_is_one_line(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = run_in_process("train", "--preset", "tiny", "--out", str(tmp_path / "notes.txt"))
+    one_line_error(result, "is a file")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_info_json_is_strict_json_even_without_a_validation_loss(tiny_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    state_file = copy / CHECKPOINTS / latest_name(copy) / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "val_loss": float("nan")}))  # Python writes NaN
+    result = run_in_process("info", str(copy), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout, parse_constant=lambda name: pytest.fail(name))
