@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from tokenizers import Tokenizer
 
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.errors import UserError
@@ -27,6 +29,7 @@ from sparsecircuits.tasks import (
     write_pairs_jsonl,
 )
 from sparsecircuits.tasks.commands import tasks
+from sparsecircuits.tasks.templates_context import scope
 from sparsecircuits.train import save_checkpoint
 
 SPEC_TASKS = {
@@ -35,7 +38,9 @@ SPEC_TASKS = {
     "else_elif", "fstring_brace", "if_ternary", "var_swap", "indent_for", "lambda_func",
     "if_equals", "enumerate_range", "var_if", "while_return_true",
 }  # fmt: skip
-N_PAIRS = 48  # per task: enough to see a skip rate, cheap enough for all 20 tasks
+EXTRA_TASKS = {"single_double_quote_mixed"}  # harder variants, not in the paper
+N_PAIRS = 48  # per task: enough to see a skip rate, cheap enough for all 21 tasks
+REFERENCE_TOKENIZER = Path(__file__).parent.parent / "models/reference-sparse/tokenizer.json"
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +48,54 @@ def pairs_by_task() -> dict[str, list[TaskPair]]:
     return {name: task_pairs(name, "test", N_PAIRS) for name in TASKS}
 
 
-def test_registry_holds_the_twenty_spec_tasks() -> None:
-    assert set(TASKS) == SPEC_TASKS
+def test_registry_holds_the_twenty_spec_tasks_and_the_variant() -> None:
+    assert set(TASKS) == SPEC_TASKS | EXTRA_TASKS and len(TASKS) == 21
     assert all(task.description for task in TASKS.values())
+    names = list(TASKS)
+    assert names.index("single_double_quote_mixed") == names.index("single_double_quote") + 1
+
+
+def test_single_double_quote_is_the_papers_form() -> None:
+    """One quote in each prompt, the opening token (' or (", and answers ') and ")."""
+    tokenizer = Tokenizer.from_file(str(REFERENCE_TOKENIZER))
+    calls = set()
+    for seed in range(300):
+        pair = TASKS["single_double_quote"].make_pair(random.Random(seed))
+        assert pair.prompt_b == pair.prompt_a.replace("'", '"'), seed
+        assert (pair.answer_a, pair.answer_b) == ("')\n", '")\n'), seed
+        for prompt, answer, quote in [
+            (pair.prompt_a, pair.answer_a, "'"),
+            (pair.prompt_b, pair.answer_b, '"'),
+        ]:
+            assert prompt.count("'") + prompt.count('"') == 1, (seed, prompt)
+            prompt_tokens = tokenizer.encode(prompt).tokens
+            assert [token for token in prompt_tokens if quote in token] == ["(" + quote], seed
+            full_tokens = tokenizer.encode(prompt + answer).tokens
+            assert full_tokens[: len(prompt_tokens)] == prompt_tokens, seed
+            assert full_tokens[len(prompt_tokens)] == quote + ")", seed
+        calls.add(re.match(r"\s*(\w+)", pair.prompt_a.splitlines()[-1]).group(1))
+    assert calls >= {"print", "raise", "logger", "sys", "return", "self"}  # and name.append(
+
+
+def test_strings_false_leaves_no_quote_in_the_preamble() -> None:
+    with_docstrings = 0
+    for seed in range(300):
+        assert not re.search("['\"]", scope(random.Random(seed), strings=False).code), seed
+        code = scope(random.Random(seed), strings=False, docstrings=True).code
+        with_docstrings += '"""' in code
+    assert with_docstrings > 50  # the mixed quote task keeps docstrings as distractors
+
+
+def test_single_double_quote_mixed_keeps_the_harder_forms() -> None:
+    pairs = task_pairs("single_double_quote_mixed", "test", 100)
+    assert {pair.answer_a[:2] for pair in pairs} >= {"'\n", "')", "':"}
+    assert any('"""' in pair.prompt_a for pair in pairs)
+    assert any(" '" in pair.prompt_a.splitlines()[-1] for pair in pairs)  # ' as its own token
+
+
+def test_bracket_brace_answers_are_a_bare_colon_or_comma(pairs_by_task: dict) -> None:
+    for pair in pairs_by_task["bracket_brace"]:  # no string key whose quote merges with them
+        assert pair.answer_a.startswith(": ") and pair.answer_b.startswith(", "), pair
 
 
 def test_pairs_differ_within_and_are_deterministic(pairs_by_task: dict) -> None:
@@ -206,10 +256,10 @@ def test_pairs_jsonl_round_trip_and_errors(tmp_path: Path) -> None:
         read_pairs_jsonl(tmp_path / "missing.jsonl")
 
 
-def test_tasks_list_json_names_all_twenty() -> None:
+def test_tasks_list_json_names_every_task() -> None:
     result = CliRunner().invoke(tasks, ["list", "--json"])
     assert result.exit_code == 0, result.output
-    assert {row["name"] for row in json.loads(result.output)} == SPEC_TASKS
+    assert {row["name"] for row in json.loads(result.output)} == SPEC_TASKS | EXTRA_TASKS
     table = CliRunner().invoke(tasks, ["list"])
     assert table.exit_code == 0 and "bracket_counting" in table.output
 

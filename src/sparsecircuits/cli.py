@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the CLI imports torch-heavy packages only inside commands
 STAGE_COMMANDS = {
     "tasks": (
         "sparsecircuits.tasks.commands",
-        "The 20 binary next-token tasks: list them, show their...",
+        "The binary next-token tasks: list them, show their pairs,...",
     ),
     "prune": (
         "sparsecircuits.circuits.commands",

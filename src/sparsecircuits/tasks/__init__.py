@@ -1,4 +1,5 @@
-"""Tasks: the 20 binary next-token tasks on Python code, and the task loss.
+"""Tasks: the paper's 20 binary next-token tasks on Python code (and one harder variant), and
+the task loss.
 
 Owns the task suite (templates_context.py: the ordinary code around each task; templates.py: one
 pair generator per task; suite.py: the registry and deterministic train/test splits), task pairs

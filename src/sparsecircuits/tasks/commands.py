@@ -32,7 +32,7 @@ LOSS_MEANING = (
 
 @click.group()
 def tasks() -> None:
-    """The 20 binary next-token tasks: list them, show their pairs, evaluate a model."""
+    """The binary next-token tasks: list them, show their pairs, evaluate a model."""
 
 
 @tasks.command("list")
@@ -99,7 +99,7 @@ def describe_token(tokenizer: CodeTokenizer, token: int | None) -> str:
 
 @tasks.command("eval")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--task", "task_names", multiple=True, help="A task (repeatable; default all 20).")
+@click.option("--task", "task_names", multiple=True, help="A task (repeatable; default all).")
 @click.option(
     "--pairs",
     "pair_files",

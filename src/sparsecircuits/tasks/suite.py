@@ -1,4 +1,5 @@
-"""The task suite: the registry of the 20 tasks and their deterministic train/test splits."""
+"""The task suite: the registry of the 20 tasks of spec section 5 and one harder variant
+(single_double_quote_mixed), and their deterministic train/test splits."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from sparsecircuits.tasks.templates import (
     set_or_string,
     set_or_string_fixedvarname,
     single_double_quote,
+    single_double_quote_mixed,
     var_if,
     var_swap,
     while_return_true,
@@ -35,7 +37,7 @@ from sparsecircuits.tasks.templates import (
 
 @dataclass(frozen=True)
 class Task:
-    """One binary task: its name in spec section 5, what decides it, and its pair generator."""
+    """One binary task: its name (as in spec section 5), what decides it, its pair generator."""
 
     name: str
     description: str
@@ -50,7 +52,12 @@ def describe(make_pair: Callable[[random.Random], TaskPair], description: str) -
 TASKS: dict[str, Task] = {
     task.name: task
     for task in [
-        describe(single_double_quote, "close a string with the quote that opened it: ') vs \")"),
+        describe(single_double_quote, "close a string opened by (' or (\" with ') vs \")"),
+        describe(
+            single_double_quote_mixed,
+            "the harder mixed form, not in the paper: the string opens after =, ==, {, ( or a "
+            "comma and closes with ' or ') or ':, docstrings may come before",
+        ),
         describe(final_kwarg, "=None vs ): the last parameter needs a default if earlier ones had"),
         describe(set_or_string, ".add vs +=: was the variable initialised as set() or ''"),
         describe(set_or_string_fixedvarname, "as set_or_string, the variable is always current"),

@@ -33,8 +33,37 @@ from sparsecircuits.tasks.templates_context import (
 
 
 def single_double_quote(rng: random.Random) -> TaskPair:
-    # No other strings before: the model has to find the quote that opened this one.
+    # The paper's form: the string opens right after "(", so the opening is the single token
+    # (' or (" and the answer the single token ') or "). The preamble holds no other quote
+    # (strings=False drops docstrings too): only the opening can tell which quote closes.
     s = scope(rng, strings=False)
+    name = rng.choice(VARIABLES)
+    call = rng.choice(
+        [
+            "print(",
+            f"raise {rng.choice(['ValueError', 'TypeError', 'KeyError', 'RuntimeError'])}(",
+            f"{name}.append(",
+            f"logger.{rng.choice(['debug', 'info', 'warning', 'error'])}(",
+            f"{name} = {function_name(rng)}(",
+            f"sys.{rng.choice(['stdout', 'stderr'])}.write(",
+            *[f"{start}{function_name(rng)}(" for start in s.returns],
+            *[f"self.{function_name(rng)}("] * s.in_method,
+        ]
+    )
+    text = phrase(rng)
+    return TaskPair(
+        prompt_a=s.then(f"{call}'{text}"),
+        prompt_b=s.then(f'{call}"{text}'),
+        answer_a="')\n",
+        answer_b='")\n',
+    )
+
+
+def single_double_quote_mixed(rng: random.Random) -> TaskPair:
+    # The harder form this suite had first, not the paper's: the string opens after "= ", "(",
+    # "== ", "{" or ", " (openings such as ' or {' besides ('), closes with ', ') or ': and
+    # may follow docstrings, whose quotes the model must not copy.
+    s = scope(rng, strings=False, docstrings=True)
     name, other = distinct(rng, VARIABLES, 2)
     before, after = rng.choice(
         [
@@ -139,24 +168,23 @@ def with_as(rng: random.Random) -> TaskPair:
 def bracket_brace(rng: random.Random) -> TaskPair:
     s = scope(rng, brackets=False)
     opener = rng.choice([f"{rng.choice(VARIABLES)} = ", f"{function_name(rng)}(", *s.returns])
+    # The first element is a name, a number or a constant, never a string: a closing quote
+    # would merge with the answer (': and ', are single tokens), and the answer must be : or ,
+    # alone, not a quote decision as well.
     kind = rng.randrange(3)
-    if kind == 0:  # string keys: the answer starts with the closing quote
-        quote = rng.choice(["'", '"'])
-        first, second = (f"{quote}{word}" for word in distinct(rng, VARIABLES, 2))
-        colon, comma = f"{quote}: ", f"{quote}, {second}{quote}"
+    if kind == 0:
+        first, second = (word.upper() for word in distinct(rng, VARIABLES, 2))
     elif kind == 1:
         first, second = str(rng.randint(0, 99)), str(rng.randint(0, 99))
-        colon, comma = ": ", f", {second}"
     else:
         first, second = distinct(rng, VARIABLES, 2)
-        colon, comma = ": ", f", {second}"
     newline = "\n    " if rng.random() < 0.3 else ""  # one element per line
     value = rng.choice([*VARIABLES[:10], "None", "0", "True"])
     return TaskPair(
         prompt_a=s.then(f"{opener}{{{newline}{first}"),
         prompt_b=s.then(f"{opener}[{newline}{first}"),
-        answer_a=f"{colon}{value},\n",
-        answer_b=f"{comma},\n",
+        answer_a=f": {value},\n",
+        answer_b=f", {second},\n",
     )
 
 

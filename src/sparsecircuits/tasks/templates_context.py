@@ -178,9 +178,19 @@ def statement(
 
 
 def scope(
-    rng: random.Random, strings: bool = True, brackets: bool = True, module_level: bool = True
+    rng: random.Random,
+    strings: bool = True,
+    brackets: bool = True,
+    module_level: bool = True,
+    docstrings: bool | None = None,
 ) -> Scope:
-    """A preamble: module level, inside a function, or inside a method of a class."""
+    """A preamble: module level, inside a function, or inside a method of a class.
+
+    strings=False leaves out every string literal, docstrings included, so the preamble holds
+    no quote character at all; docstrings=True puts docstrings back without the other strings.
+    """
+    if docstrings is None:
+        docstrings = strings
     roll = rng.random()
     lines = module_lines(rng, strings)
     if module_level and roll < 0.2:
@@ -194,7 +204,7 @@ def scope(
     else:
         header = f"def {function_name(rng)}({', '.join(params)}):"
     lines.append(header)
-    if rng.random() < 0.4:
+    if docstrings and rng.random() < 0.4:
         lines.append(indent + docstring(rng))
     for _ in range(rng.randint(0, 3)):
         body = statement(rng, params, in_method, strings, brackets)
