@@ -19,6 +19,7 @@ from pathlib import Path
 from sparsecircuits.circuits import PruneConfig
 from sparsecircuits.circuits.frontier import geometric_mean
 from sparsecircuits.circuits.store import PruneStore, stored_prune_metrics
+from sparsecircuits.circuits.sweep import DEFAULT_SETTINGS
 from sparsecircuits.circuits.task_data import task_splits
 from sparsecircuits.errors import UserError
 from sparsecircuits.tasks import TASKS, evaluate_task
@@ -31,7 +32,9 @@ def main() -> None:
     parser.add_argument("dense", type=Path)
     parser.add_argument("--tasks", help="comma-separated task names (default: all 20)")
     parser.add_argument("--target-loss", type=float, default=0.15)
-    parser.add_argument("--sweep", type=int, default=4, help="settings per prune, as prune --sweep")
+    parser.add_argument(
+        "--sweep", type=int, default=DEFAULT_SETTINGS, help="settings per prune, as prune --sweep"
+    )
     parser.add_argument("--steps", type=int, default=PruneConfig.steps)
     parser.add_argument("--fresh", action="store_true", help="prune again, ignore stored results")
     parser.add_argument("--json", type=Path, help="also write the rows here")
@@ -46,7 +49,7 @@ def main() -> None:
     for task in tasks:
         splits = {name: task_splits(run, task, None) for name, run in runs.items()}
         full = {
-            name: evaluate_task(runs[name].model, split.heldout)["loss"]
+            name: evaluate_task(runs[name].model, split.select)["loss"]
             for name, split in splits.items()
         }
         row = {"task": task, **{f"{name}_full_loss": loss for name, loss in full.items()}}

@@ -4,13 +4,20 @@ import math
 import pytest
 import torch
 
-from sparsecircuits.circuits.edges import circuit_edges
-from sparsecircuits.circuits.masks import NodeMasks, fixed_mask_hooks, heaviside
+from sparsecircuits.circuits.cleanup import remove_idle_nodes
+from sparsecircuits.circuits.masks import NodeMasks, heaviside
 from sparsecircuits.circuits.nodes import compute_mean_activations, node_groups
-from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP, next_setting
-from sparsecircuits.circuits.prune import fit_calibration, margin_loss, smallest_k_meeting_target
+from sparsecircuits.circuits.prune import (
+    Measured,
+    fit_calibration,
+    margin_loss,
+    rank_nodes,
+    smallest_k_meeting_target,
+)
+from sparsecircuits.circuits.space import CircuitSpace
+from sparsecircuits.circuits.sweep import next_k_coef
 from sparsecircuits.circuits.task_data import split_by_shares
-from sparsecircuits.circuits.trim import node_degrees, trim_circuit, trim_order
+from sparsecircuits.circuits.trim import Drop, trim_circuit, trim_order
 from sparsecircuits.circuits.verify import GrowthChain
 from sparsecircuits.errors import UserError
 from sparsecircuits.model import GPT, GPTConfig
@@ -49,14 +56,13 @@ def test_node_groups_cover_every_prunable_site():
 
 def test_keeping_every_node_leaves_the_model_unchanged_and_dropping_all_uses_the_means():
     model = make_model(afrac=0.5)
-    groups = node_groups(model.config)
-    means = compute_mean_activations(model, [TOKENS], groups)
-    total = sum(g.width for g in groups)
+    means = compute_mean_activations(model, [TOKENS], node_groups(model.config))
+    space = CircuitSpace(model, means)
     plain = model(TOKENS)
-    with model.hooks(fixed_mask_hooks(groups, torch.ones(total, dtype=torch.bool), means)):
+    with model.hooks(space.hooks(~space.empty())):
         kept = model(TOKENS)
     torch.testing.assert_close(kept, plain)
-    with model.hooks(fixed_mask_hooks(groups, torch.zeros(total, dtype=torch.bool), means)):
+    with model.hooks(space.hooks(space.empty())):
         ablated = model(TOKENS)
     # With every node replaced by a constant, the output no longer depends on the input.
     torch.testing.assert_close(ablated[0], ablated[1])
@@ -94,21 +100,17 @@ def test_training_masks_receive_gradients_through_the_surrogate():
 def test_edges_are_nonzero_weights_between_kept_nodes():
     model = make_model()
     project_to_density(model, 0.25)
-    groups = node_groups(model.config)
-    total = sum(g.width for g in groups)
-    keep = torch.zeros(total, dtype=torch.bool)
-    offsets, start = {}, 0
-    for g in groups:
-        offsets[(g.layer, g.kind)] = start
-        start += g.width
+    space = CircuitSpace(model)
     mlp_in, neurons, mlp_out = ([0, 1, 2, 3, 4, 5], [7, 8, 9], [10, 11])
-    for kind, indices in (("mlp_in", mlp_in), ("mlp_neuron", neurons), ("mlp_out", mlp_out)):
-        for i in indices:
-            keep[offsets[(1, kind)] + i] = True
+    keep = space.keep_of(
+        [(1, "mlp_in", i) for i in mlp_in]
+        + [(1, "mlp_neuron", i) for i in neurons]
+        + [(1, "mlp_out", i) for i in mlp_out]
+    )
     fc, proj = model.blocks[1].mlp.fc.weight, model.blocks[1].mlp.proj.weight
     expected = int((fc[neurons][:, mlp_in] != 0).sum() + (proj[mlp_out][:, neurons] != 0).sum())
-    edges = circuit_edges(model, groups, keep)
-    assert len(edges) == expected
+    edges = space.edges(keep)
+    assert len(edges) == expected == space.count_edges(keep) > 0
     for edge in edges:
         assert edge.weight != 0
         assert edge.source.startswith("1.") and edge.target.startswith("1.")
@@ -125,37 +127,44 @@ def test_the_k_search_finds_the_smallest_k_despite_a_non_monotone_loss():
 
 def test_trimming_drops_every_node_the_target_does_not_need_and_keeps_the_rest():
     # The task needs nodes 2 and 5 together, or node 7 alone; the top-k circuit kept 0-9.
-    def loss(keep: torch.Tensor) -> float:
-        return 0.1 if (keep[2] and keep[5]) or keep[7] else 0.6
+    # Dropping node 3 leaves node 4 idle (the clean-up removes it with 3).
+    def measure(keep: torch.Tensor) -> Measured:
+        keep = keep.clone()
+        keep[4] &= bool(keep[3])
+        loss = 0.1 if (keep[2] and keep[5]) or keep[7] else 0.6
+        # Each node dropped costs a little loss, as in a real circuit.
+        return Measured(keep, loss + 0.001 * (10 - int(keep.sum())), calibration=None)
 
     keep = torch.zeros(20, dtype=torch.bool)
     keep[:10] = True
     order = list(range(10))  # node 7 is tried before it is the only way left
-    result = trim_circuit(loss, keep, order, 0.15, deadline=float("inf"), loss=0.1)
-    assert result.keep.nonzero().flatten().tolist() == [7]
-    assert result.drops == [0, 1, 2, 3, 4, 5, 6, 8, 9]
-    assert (result.tried, result.finished) == (10, True)
+    result = trim_circuit(measure, measure(keep), order, 0.15, margin=0.01)
+    assert result.circuit.keep.nonzero().flatten().tolist() == [7]
+    assert [drop.nodes for drop in result.drops] == [[0], [1], [2], [3, 4], [5], [6], [8], [9]]
+    assert [round(drop.need, 6) for drop in result.drops][2:4] == [0.001, 0.002]
+    assert result.tried == 9  # node 4 left with node 3, so it was never tried on its own
     assert keep.sum() == 10  # the caller's circuit is left as it was
-    stopped = trim_circuit(loss, keep, order, 0.15, deadline=0.0, loss=0.1)
-    assert not stopped.finished and stopped.keep.equal(keep)
+    # A drop must leave the loss `margin` below the target (or no higher than it was).
+    strict = trim_circuit(measure, measure(keep), order, 0.15, margin=0.06)
+    assert strict.circuit.keep.sum() == 10 and strict.drops == []
 
 
-def test_verification_grows_back_by_undoing_the_last_drops_first_then_by_mask_score():
+def test_verification_grows_back_the_most_needed_drops_first_then_by_ranking():
     trimmed = torch.zeros(8, dtype=torch.bool)
     trimmed[[0, 1]] = True
-    scores = torch.tensor([8.0, 7, 6, 5, 4, 3, 2, 1])
-    chain = GrowthChain(trimmed, drops=[2, 5], scores=scores)
+    ranking = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
+    drops = [Drop([2], need=0.01), Drop([5, 6], need=0.05)]
+    chain = GrowthChain(trimmed, drops, ranking)
     links = [chain[i].nonzero().flatten().tolist() for i in range(len(chain))]
     assert links == [
         [0, 1],
-        [0, 1, 5],  # trimming dropped 5 last: it comes back first
-        [0, 1, 2, 5],
-        [0, 1, 2, 3, 5],  # then the rest by score
-        [0, 1, 2, 3, 4, 5],
+        [0, 1, 5, 6],  # the drop that raised the loss most comes back first, whole
+        [0, 1, 2, 5, 6],
+        [0, 1, 2, 3, 5, 6],  # then the rest by ranking
         [0, 1, 2, 3, 4, 5, 6],
         list(range(8)),
     ]
-    assert GrowthChain(trimmed, [], scores)[0].equal(trimmed)
+    assert GrowthChain(trimmed, [], ranking)[0].equal(trimmed)
 
 
 def test_pairs_split_in_proportion_and_no_part_is_ever_empty():
@@ -174,11 +183,11 @@ def test_pairs_split_in_proportion_and_no_part_is_ever_empty():
 
 def test_trimming_tries_low_scores_first_and_then_the_most_connected_nodes():
     model = make_model()
-    groups = node_groups(model.config)
-    keep = torch.zeros(sum(g.width for g in groups), dtype=torch.bool)
-    keep[: groups[0].width + groups[1].width + groups[2].width + groups[3].width] = True
-    degrees = node_degrees(model, groups, keep)
-    edges = circuit_edges(model, groups, keep)
+    space = CircuitSpace(model)
+    keep = space.empty()
+    keep[: sum(group.width for group in space.groups[:4])] = True
+    degrees = space.degrees(keep)
+    edges = space.edges(keep)
     assert int(degrees.sum()) == 2 * len(edges) > 0
     assert int(degrees[~keep].sum()) == 0
     scores = torch.ones(keep.numel())
@@ -211,8 +220,8 @@ def test_calibration_removes_a_constant_bias_toward_one_answer():
     )
 
 
-def setting_result(k_coef: float, nodes: int, active: int, met: bool = True) -> dict:
-    return {"k_coef": k_coef, "nodes": nodes, "active_after_training": active, "met": met}
+def setting_result(k_coef: float, k: int, active: int, met: bool = True) -> dict:
+    return {"k_coef": k_coef, "k": k, "active_after_training": active, "met": met}
 
 
 @pytest.mark.parametrize(
@@ -223,13 +232,86 @@ def setting_result(k_coef: float, nodes: int, active: int, met: bool = True) -> 
         ([setting_result(1e-3, 5000, 20, met=False)], 3e-4),
         ([setting_result(1e-3, 3716, 17), setting_result(3e-4, 4000, 30)], 1e-4),
         # A good setting: try a stronger penalty for a smaller circuit.
-        ([setting_result(1e-3, 54, 242)], 3e-3),
-        ([setting_result(1e-3, 104, 348), setting_result(3e-3, 107, 195)], 1e-2),
+        ([setting_result(1e-4, 54, 242)], 3e-4),
+        ([setting_result(1e-4, 104, 348), setting_result(3e-4, 107, 195)], 1e-3),
         # Nothing left between a good penalty and one known to be too strong.
-        ([setting_result(1e-3, 54, 242), setting_result(3e-3, 3507, 16)], None),
+        ([setting_result(1e-4, 54, 242), setting_result(3e-4, 3507, 16)], None),
         ([setting_result(1e-3, 3716, 17), setting_result(3e-4, 129, 199)], None),
     ],
 )
 def test_the_sweep_steers_the_node_penalty_by_what_each_setting_did(history, expected):
-    chosen = next_setting(DEFAULT_SWEEP, history)
-    assert (chosen and chosen["k_coef"]) == expected
+    assert next_k_coef(history) == expected
+
+
+def test_ranking_breaks_ties_of_tau_by_mean_tau_then_at_random():
+    tau = torch.tensor([1.0, 1.0, 1.0, 0.5, -1.0, -1.0])
+    mean_tau = torch.tensor([0.2, 0.9, 0.2, 0.0, -0.5, -0.5])
+    orders = {
+        tuple(rank_nodes(tau, mean_tau, torch.Generator().manual_seed(seed)).tolist())
+        for seed in range(20)
+    }
+    assert all(order[0] == 1 and set(order[1:3]) == {0, 2} and order[3] == 3 for order in orders)
+    assert len(orders) == 4  # exact ties (0/2, 4/5) go either way, by the seed
+
+
+def sparse_space(**options) -> tuple[GPT, CircuitSpace]:
+    model = make_model(**options)
+    project_to_density(model, 0.25)
+    means = compute_mean_activations(model, [TOKENS], node_groups(model.config))
+    return model, CircuitSpace(model, means)
+
+
+@pytest.mark.parametrize("options", [{}, {"attention_sink": True}])
+def test_the_exact_clean_up_rules_leave_the_output_as_it_was(options):
+    model, space = sparse_space(**options)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        keep = torch.rand(space.size, generator=generator) < 0.3
+        cleaned = remove_idle_nodes(space, keep, exact_only=True)
+        assert cleaned.sum() < keep.sum() and not (cleaned & ~keep).any()
+        assert remove_idle_nodes(space, cleaned, exact_only=True).equal(cleaned)  # a fixed point
+        outputs = []
+        for circuit in (keep, cleaned):
+            with torch.no_grad(), model.hooks(space.hooks(circuit)):
+                outputs.append(model(TOKENS))
+        torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-5)
+
+
+def test_the_full_clean_up_changes_the_output_far_less_than_random_removals():
+    model, space = sparse_space()
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        keep = torch.rand(space.size, generator=generator) < 0.3
+        cleaned = remove_idle_nodes(space, keep)
+        removed = int(keep.sum() - cleaned.sum())
+        assert removed > int(keep.sum() - remove_idle_nodes(space, keep, exact_only=True).sum())
+        others = keep.nonzero().flatten()
+        at_random = keep.clone()
+        at_random[others[torch.randperm(len(others), generator=generator)[:removed]]] = False
+        with torch.no_grad(), model.hooks(space.hooks(keep)):
+            before = model(TOKENS)
+        change = []
+        for circuit in (cleaned, at_random):
+            with torch.no_grad(), model.hooks(space.hooks(circuit)):
+                change.append(float((model(TOKENS) - before).abs().mean()))
+        assert change[0] < 0.5 * change[1]
+
+
+def test_clean_up_follows_each_rule():
+    model, space = sparse_space()
+    fc = model.blocks[0].mlp.fc.weight
+    proj = model.blocks[0].mlp.proj.weight
+    neuron = int((fc != 0).sum(1).argmax())  # a neuron with inputs
+    source = int((fc[neuron] != 0).nonzero()[0])
+    target = int((proj[:, neuron] != 0).nonzero()[0])
+    chain = [(0, "mlp_in", source), (0, "mlp_neuron", neuron), (0, "mlp_out", target)]
+    reader = (1, "attn_in", target)
+    # A read -> neuron -> write chain whose write nothing later reads: all of it goes.
+    assert remove_idle_nodes(space, space.keep_of(chain)).sum() == 0
+    # Read by the final norm: it stays, and an unused read beside it goes.
+    final = (2, "final_norm", target)
+    kept = remove_idle_nodes(space, space.keep_of([*chain, final, reader]))
+    assert kept.equal(space.keep_of([*chain, final]))
+    # An MLP output channel whose neuron is gone equals its mean: it goes, and so does what
+    # only fed it.
+    assert remove_idle_nodes(space, space.keep_of([chain[2], final])).equal(space.keep_of([final]))

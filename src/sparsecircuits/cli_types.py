@@ -29,6 +29,13 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
+DEVICE_OPTION = {
+    "default": "cpu",
+    "show_default": True,
+    "help": "cpu, cuda or cuda:N: where the model runs.",
+}
+
+
 class OutputPath(click.Path):
     """A path the command will create: never empty."""
 

@@ -19,10 +19,10 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt
 
-from sparsecircuits.circuits.edges import circuit_edges
-from sparsecircuits.circuits.nodes import BLOCK_NODE_KINDS, NodeGroup, node_groups
+from sparsecircuits.circuits.nodes import BLOCK_NODE_KINDS
 from sparsecircuits.circuits.pipeline import PruneOutcome
 from sparsecircuits.circuits.prune import Calibration
+from sparsecircuits.circuits.space import CircuitSpace
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import write_json_atomic
 from sparsecircuits.train import Run
@@ -41,22 +41,21 @@ def model_hash(run: Run) -> str:
 
 
 def outcome_to_record(run: Run, outcome: PruneOutcome) -> dict:
-    nodes, start = [], 0
-    for group in outcome.groups:
-        part = outcome.keep[start : start + group.width]
-        for index in part.nonzero().flatten().tolist():
+    space, nodes = outcome.space, []
+    for group in space.groups:
+        span = space.span(group)
+        for index in outcome.keep[span].nonzero().flatten().tolist():
             nodes.append(
                 {
                     "id": group.node_id(index),
                     "layer": group.layer,
                     "kind": group.kind,
                     "index": index,
-                    "mean": float(outcome.replacements[group.hook][index]),
-                    "score": float(outcome.scores[start + index]),
+                    "mean": float(space.replacements[group.hook][index]),
+                    "score": float(outcome.scores[span][index]),
                 }
             )
-        start += group.width
-    edges = circuit_edges(run.model, outcome.groups, outcome.keep)
+    edges = space.edges(outcome.keep)
     config = run.model_config
     return {
         "format": FORMAT,
@@ -189,13 +188,13 @@ def node_problem(node: CircuitNode, model: CircuitModel) -> tuple[str, str] | No
 @dataclass
 class LoadedCircuit:
     keep: torch.Tensor
-    groups: list[NodeGroup]
     calibration: Calibration
     record: dict
 
 
-def circuit_on_model(record: dict, run: Run) -> LoadedCircuit:
-    """The circuit's keep-vector on `run`'s nodes; refuses a circuit of another model shape."""
+def circuit_on_model(record: dict, run: Run, space: CircuitSpace | None = None) -> LoadedCircuit:
+    """The circuit's keep-vector in `run`'s circuit space (built when not given); refuses a
+    circuit of another model shape."""
     circuit = validate(CircuitFile, record, "circuit")
     config = run.model_config
     theirs = (circuit.model.n_layer, circuit.model.d_model, circuit.model.d_mlp)
@@ -205,15 +204,9 @@ def circuit_on_model(record: dict, run: Run) -> LoadedCircuit:
             f"the circuit is of a model with n_layer {theirs[0]}, d_model {theirs[1]}, "
             f"d_mlp {theirs[2]}; the model at {run.path} has {ours[0]}, {ours[1]}, {ours[2]}"
         )
-    groups = node_groups(config)
-    offsets, start = {}, 0
-    for group in groups:
-        offsets[(group.layer, group.kind)] = (start, group.width)
-        start += group.width
-    keep = torch.zeros(start, dtype=torch.bool)
-    for node in circuit.nodes:
-        key = (node.layer, node.kind)
-        if key not in offsets or not node.index < offsets[key][1]:
-            raise UserError(f"circuit node {node.id} does not exist in the model at {run.path}")
-        keep[offsets[key][0] + node.index] = True
-    return LoadedCircuit(keep, groups, circuit.calibration.calibration(), record)
+    space = space or CircuitSpace(run.model)
+    try:
+        keep = space.keep_of([(node.layer, node.kind, node.index) for node in circuit.nodes])
+    except (KeyError, IndexError):
+        raise UserError(f"a circuit node does not exist in the model at {run.path}") from None
+    return LoadedCircuit(keep, circuit.calibration.calibration(), record)

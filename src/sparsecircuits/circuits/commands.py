@@ -8,8 +8,16 @@ from pathlib import Path
 import click
 
 from sparsecircuits.circuits.prune import PruneConfig
+from sparsecircuits.circuits.sweep import DEFAULT_SETTINGS
 from sparsecircuits.circuits.task_data import task_splits
-from sparsecircuits.cli_types import POSITIVE_FLOAT, POSITIVE_INT, SEED, TARGET_LOSS, OutputPath
+from sparsecircuits.cli_types import (
+    DEVICE_OPTION,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    SEED,
+    TARGET_LOSS,
+    OutputPath,
+)
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import json_text
 
@@ -38,7 +46,7 @@ def log_to_stderr(message: str) -> None:
 @click.option("--ablation", type=click.Choice(["mean", "zero"]), default="mean", show_default=True)
 @click.option(
     "--steps",
-    default=300,
+    default=PruneConfig.steps,
     show_default=True,
     type=POSITIVE_INT,
     help="Mask-training steps per setting.",
@@ -52,7 +60,7 @@ def log_to_stderr(message: str) -> None:
 )
 @click.option(
     "--sweep",
-    default=4,
+    default=DEFAULT_SETTINGS,
     show_default=True,
     type=POSITIVE_INT,
     help="Settings tried (1 = no sweep).",
@@ -64,6 +72,7 @@ def log_to_stderr(message: str) -> None:
     help="Then drop the circuit's nodes one by one while the target still holds.",
 )
 @click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--device", **DEVICE_OPTION)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def prune(
     run: Path,
@@ -77,6 +86,7 @@ def prune(
     sweep: int,
     trim: bool,
     seed: int,
+    device: str,
     as_json: bool,
 ) -> None:
     """Find the smallest circuit of RUN that does a task at the target loss."""
@@ -84,7 +94,7 @@ def prune(
     from sparsecircuits.circuits.pipeline import prune_to_target_loss
     from sparsecircuits.train import load_run
 
-    loaded = load_run(run)
+    loaded = load_run(run, device)
     splits = task_splits(loaded, task, pairs_file, seed)
     config = PruneConfig(
         target_loss=target_loss, ablation=ablation, steps=steps, k_coef=k_coef, seed=seed
@@ -125,6 +135,7 @@ def circuit() -> None:
     "--seed", default=1, show_default=True, type=SEED, help="Seed of the task pairs drawn."
 )
 @click.option("--force", is_flag=True, help="Evaluate even on a model the circuit is not of.")
+@click.option("--device", **DEVICE_OPTION)
 @click.option("--json", "as_json", is_flag=True)
 def circuit_eval(
     circuit_file: Path,
@@ -133,37 +144,30 @@ def circuit_eval(
     pairs_file: Path | None,
     seed: int,
     force: bool,
+    device: str,
     as_json: bool,
 ) -> None:
     """Losses of a saved circuit on other pairs (is it faithful beyond its pruning data?)."""
     from sparsecircuits.circuits.circuit_file import circuit_on_model, model_hash, read_circuit
-    from sparsecircuits.circuits.pipeline import measure_circuit, replacement_values
+    from sparsecircuits.circuits.pipeline import circuit_space, measure_circuit
     from sparsecircuits.train import load_run
 
     record = read_circuit(circuit_file)
-    loaded = load_run(run)
+    loaded = load_run(run, device)
     model_matches = model_hash(loaded) == record["model"]["sha256"]
     if not model_matches:
         message = f"{circuit_file} was pruned from another model than {run}"
         if not force:
             raise UserError(f"{message}; pass --force to evaluate it there anyway")
         click.echo(f"warning: {message}; its numbers say little about this one", err=True)
-    circuit_record = circuit_on_model(record, loaded)
+    space = circuit_space(loaded, record["ablation"])
+    circuit_record = circuit_on_model(record, loaded, space)
     splits = task_splits(loaded, task, pairs_file, seed)
     # The controls are calibrated on pairs apart from the ones measured, as in `prune`.
-    heldout, test = splits.heldout, splits.test
+    select, test = splits.select, splits.test
     if pairs_file is not None:  # the whole file but its test part
-        heldout = splits.train
-    replacements = replacement_values(loaded, record["ablation"])
-    metrics = measure_circuit(
-        loaded,
-        circuit_record.groups,
-        circuit_record.keep,
-        replacements,
-        circuit_record.calibration,
-        heldout,
-        test,
-    )
+        select = splits.train
+    metrics = measure_circuit(space, circuit_record.keep, circuit_record.calibration, select, test)
     result = {
         "task": splits.name,
         "circuit_task": record["task"],
@@ -215,10 +219,18 @@ def circuit_draw(circuit_file: Path, out: Path, run: Path | None) -> None:
 @click.option("--out", required=True, type=OutputPath(), help="PNG plot.")
 @click.option("--target-loss", default=0.15, show_default=True, type=TARGET_LOSS)
 @click.option(
-    "--sweep", default=4, show_default=True, type=POSITIVE_INT, help="Settings tried per task."
+    "--sweep",
+    default=DEFAULT_SETTINGS,
+    show_default=True,
+    type=POSITIVE_INT,
+    help="Settings tried per task.",
 )
 @click.option(
-    "--steps", default=300, show_default=True, type=POSITIVE_INT, help="Mask steps per setting."
+    "--steps",
+    default=PruneConfig.steps,
+    show_default=True,
+    type=POSITIVE_INT,
+    help="Mask steps per setting.",
 )
 @click.option("--fresh", is_flag=True, help="Prune again even where a stored result exists.")
 @click.option("--json", "as_json", is_flag=True)

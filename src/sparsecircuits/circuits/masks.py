@@ -92,15 +92,3 @@ class NodeMasks(nn.Module):
     def scores(self) -> torch.Tensor:
         """Every node's tau, concatenated in group order (for ranking nodes)."""
         return torch.cat([tau.detach() for tau in self.tau])
-
-
-def fixed_mask_hooks(
-    groups: list[NodeGroup], keep: torch.Tensor, replacements: dict[str, torch.Tensor]
-) -> list[tuple[str, HookFn]]:
-    """Hooks for a fixed 0/1 `keep` vector over all nodes (concatenated in group order)."""
-    hooks, start = [], 0
-    for group in groups:
-        part = keep[start : start + group.width].float()
-        start += group.width
-        hooks.append((group.hook, blend_hook(group, part, replacements[group.hook])))
-    return hooks

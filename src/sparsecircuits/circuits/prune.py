@@ -1,11 +1,16 @@
 """Learned pruning: the smallest set of nodes that still does a task (spec section 3).
 
-1. Train one mask parameter per node (Heaviside forward, sigmoid surrogate gradient) to
-   minimise task loss + k_coef x active nodes, with everything switched off mean-ablated.
-2. Discretise: rank nodes by their mask parameter and find the smallest k whose top-k circuit
-   meets the target loss on held-out pairs. The loss is not monotone in k, so we scan a
+1. Train one mask parameter tau per node (Heaviside forward, sigmoid surrogate gradient) to
+   minimise task loss + k_coef x active nodes, with everything switched off ablated, using the
+   paper's optimiser (AdamW lr 3e-3, betas (0.9, 0.95), gradients clipped to norm 1, 64 pairs a
+   step). A logit scale and per-answer shifts are learned with the masks, so the masks never
+   keep nodes only to repair calibration.
+2. Rank the nodes: by tau, then (many taus end clamped at +-1) by their mean tau over training,
+   a node on since early outranking one that just arrived, then at random (seeded).
+3. Discretise: the smallest k whose top-k circuit, cleaned of idle nodes (circuits.cleanup),
+   meets the target loss on the selection pairs. The loss is not monotone in k, so we scan a
    geometric grid upward and bisect only inside the first bracket that meets the target.
-3. Calibrate: a logit scale and per-answer-token shift, fitted on the held-out pairs.
+4. Calibrate: a logit scale and per-answer-token shift, fitted by L-BFGS on the selection pairs.
 """
 
 from __future__ import annotations
@@ -15,27 +20,29 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
+from torch import nn
 
-from sparsecircuits.circuits.masks import NodeMasks, fixed_mask_hooks
-from sparsecircuits.circuits.nodes import NodeGroup
-from sparsecircuits.model import GPT
-from sparsecircuits.model.hooks import HookFn
+from sparsecircuits.circuits.cleanup import remove_idle_nodes
+from sparsecircuits.circuits.masks import NodeMasks
+from sparsecircuits.circuits.space import CircuitSpace
 from sparsecircuits.tasks import TaskBatch, margin_loss
-from sparsecircuits.tasks import answer_margins as task_answer_margins
 
 
 @dataclass
 class PruneConfig:
     target_loss: float = 0.15
     ablation: str = "mean"  # or "zero"
-    steps: int = 300
-    batch_pairs: int = 32  # pairs per mask-training step (the time of a step grows with it)
-    lr: float = 3e-2
-    k_coef: float = 1e-3
+    steps: int = 400
+    batch_pairs: int = 64  # pairs per mask-training step (the paper's batch)
+    lr: float = 3e-3
+    k_coef: float = 1e-4
     weight_decay: float = 1e-3
+    beta2: float = 0.95
+    grad_clip: float = 1.0
     init_bias: float = 0.1
     init_noise: float = 0.01
     temperature: float = 1.0
+    trim_margin: float = 0.01  # trimming keeps the selection loss this far below the target
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -63,12 +70,20 @@ class Calibration:
         return cls(data["scale"], {int(k): v for k, v in data["shift"].items()})
 
 
-def answer_margins(
-    model: GPT, batch: TaskBatch, hooks: list[tuple[str, HookFn]] = (), chunk: int = 32
-) -> torch.Tensor:
-    """logit(correct) - logit(wrong) at each prompt's last token, under the given hooks."""
-    with model.hooks(hooks):
-        return task_answer_margins(model, batch, chunk)
+class LearnedCalibration(nn.Module):
+    """The calibration's scale and shifts as parameters, trained with the masks."""
+
+    def __init__(self, batch: TaskBatch) -> None:
+        super().__init__()
+        tokens = sorted({int(t) for t in torch.cat([batch.correct, batch.wrong])})
+        self.column = {token: i for i, token in enumerate(tokens)}
+        self.scale = nn.Parameter(torch.ones(()))
+        self.shift = nn.Parameter(torch.zeros(len(tokens)))
+
+    def forward(self, margin: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+        correct = torch.tensor([self.column[int(t)] for t in batch.correct])
+        wrong = torch.tensor([self.column[int(t)] for t in batch.wrong])
+        return self.scale * margin + self.shift[correct] - self.shift[wrong]
 
 
 def fit_calibration(margin: torch.Tensor, batch: TaskBatch, iterations: int = 50) -> Calibration:
@@ -97,92 +112,120 @@ def fit_calibration(margin: torch.Tensor, batch: TaskBatch, iterations: int = 50
     return Calibration(float(scale.detach()), dict(zip(tokens, shift_values, strict=True)))
 
 
-def train_node_masks(
-    model: GPT,
-    groups: list[NodeGroup],
-    replacements: dict[str, torch.Tensor],
-    batch: TaskBatch,
-    config: PruneConfig,
-) -> tuple[NodeMasks, list[dict]]:
-    """Learn which nodes the task needs; returns the masks and a short training history."""
+@dataclass
+class MaskTraining:
+    ranking: torch.Tensor  # node positions, most needed first
+    tau: torch.Tensor  # final mask parameters
+    mean_tau: torch.Tensor  # their mean over training (the second score)
+    history: list[dict]
+
+    @property
+    def active(self) -> int:
+        return int((self.tau > 0).sum())
+
+
+def train_node_masks(space: CircuitSpace, batch: TaskBatch, config: PruneConfig) -> MaskTraining:
+    """Learn which nodes the task needs, and rank every node by it."""
     generator = torch.Generator().manual_seed(config.seed)
     masks = NodeMasks(
-        groups, replacements, config.init_bias, config.init_noise, config.temperature, generator
-    )
+        space.groups,
+        space.replacements,
+        config.init_bias,
+        config.init_noise,
+        config.temperature,
+        generator,
+    ).to(space.device)
+    calibration = LearnedCalibration(batch)
     optimizer = torch.optim.AdamW(
-        masks.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        [
+            {"params": masks.parameters(), "weight_decay": config.weight_decay},
+            {"params": calibration.parameters(), "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+        betas=(0.9, config.beta2),
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / config.steps)
+    tau_sum = torch.zeros(space.size)
     history = []
     for step in range(config.steps):
         pairs = torch.randint(
             0, batch.n_pairs, (min(config.batch_pairs, batch.n_pairs),), generator=generator
         )
         sample = batch.subset(pairs).trimmed()
-        task_loss = margin_loss(answer_margins(model, sample, masks.hooks())).mean()
-        active = masks.active_count()
+        margin = space.margins(sample, hooks=masks.hooks())
+        task_loss = margin_loss(calibration(margin, sample)).mean()
+        active = masks.active_count().cpu()  # margins, and so the task loss, are on the CPU
         loss = task_loss + config.k_coef * active
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(masks.parameters(), config.grad_clip)
         optimizer.step()
         schedule.step()
         masks.clamp_()
+        tau_sum += masks.scores().cpu()
         if step % 25 == 0 or step == config.steps - 1:
             history.append(
                 {"step": step, "task_loss": task_loss.item(), "active": int(active.detach())}
             )
-    return masks, history
+    tau, mean_tau = masks.scores().cpu(), tau_sum / max(1, config.steps)
+    return MaskTraining(rank_nodes(tau, mean_tau, generator), tau, mean_tau, history)
+
+
+def rank_nodes(
+    tau: torch.Tensor, mean_tau: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Node positions by tau, ties by mean tau, remaining ties at random; highest first."""
+    order = torch.randperm(tau.numel(), generator=generator)
+    order = order[torch.argsort(mean_tau[order], descending=True, stable=True)]
+    return order[torch.argsort(tau[order], descending=True, stable=True)]
+
+
+@dataclass
+class Measured:
+    """A cleaned circuit and its calibrated loss on the pairs it was measured on."""
+
+    keep: torch.Tensor
+    loss: float
+    calibration: Calibration
+
+    @property
+    def nodes(self) -> int:
+        return int(self.keep.sum())
+
+
+@torch.no_grad()
+def measure_cleaned(space: CircuitSpace, keep: torch.Tensor, batch: TaskBatch) -> Measured:
+    """`keep` cleaned of idle nodes, and its loss on `batch` after a calibration fitted there."""
+    keep = remove_idle_nodes(space, keep)
+    margin = space.margins(batch, keep)
+    calibration = fit_calibration(margin, batch)
+    return Measured(keep, float(margin_loss(calibration.apply(margin, batch)).mean()), calibration)
 
 
 @dataclass
 class CircuitSearch:
-    keep: torch.Tensor  # bool over all nodes, group order
-    loss: float  # calibrated held-out loss of the chosen circuit
-    calibration: Calibration
-    tried: list[tuple[int, float]]  # (k, calibrated held-out loss) of every k evaluated
-
-
-@torch.no_grad()
-def calibrated_fit(
-    model: GPT,
-    groups: list[NodeGroup],
-    replacements: dict[str, torch.Tensor],
-    keep: torch.Tensor,
-    batch: TaskBatch,
-) -> tuple[float, Calibration]:
-    """Loss of the circuit `keep` on `batch` after a calibration fitted on the same pairs."""
-    margin = answer_margins(model, batch, fixed_mask_hooks(groups, keep, replacements))
-    calibration = fit_calibration(margin, batch)
-    return float(margin_loss(calibration.apply(margin, batch)).mean()), calibration
+    circuit: Measured  # the smallest circuit meeting the target (or the best one seen)
+    k: int  # the top-k it was cleaned from
+    tried: list[tuple[int, float]]  # (k, calibrated selection loss) of every k evaluated
 
 
 @torch.no_grad()
 def smallest_circuit_meeting_target(
-    model: GPT,
-    groups: list[NodeGroup],
-    replacements: dict[str, torch.Tensor],
-    scores: torch.Tensor,
-    heldout: TaskBatch,
-    target_loss: float,
+    space: CircuitSpace, ranking: torch.Tensor, select: TaskBatch, target_loss: float
 ) -> CircuitSearch:
-    """The smallest top-k circuit (by score) whose calibrated held-out loss meets the target;
-    if none does, the best circuit found, with its loss (the caller decides what to say)."""
-    order = torch.argsort(scores, descending=True, stable=True)
-    total = scores.numel()
-    cache: dict[int, tuple[float, Calibration]] = {}
+    """The smallest cleaned top-k circuit whose calibrated loss on `select` meets the target;
+    if none does, the best circuit found (the caller decides what to say)."""
+    seen: dict[int, Measured] = {}
 
     def loss_at(k: int) -> float:
-        if k not in cache:
-            keep = torch.zeros(total, dtype=torch.bool)
-            keep[order[:k]] = True
-            cache[k] = calibrated_fit(model, groups, replacements, keep, heldout)
-        return cache[k][0]
+        if k not in seen:
+            keep = space.empty()
+            keep[ranking[:k]] = True
+            seen[k] = measure_cleaned(space, keep, select)
+        return seen[k].loss
 
-    chosen = smallest_k_meeting_target(loss_at, total, target_loss)
-    keep = torch.zeros(total, dtype=torch.bool)
-    keep[order[:chosen]] = True
-    tried = sorted((k, value[0]) for k, value in cache.items())
-    return CircuitSearch(keep, cache[chosen][0], cache[chosen][1], tried)
+    chosen = smallest_k_meeting_target(loss_at, space.size, target_loss)
+    return CircuitSearch(seen[chosen], chosen, sorted((k, m.loss) for k, m in seen.items()))
 
 
 def smallest_k_meeting_target(

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from sparsecircuits.circuits.circuit_file import outcome_to_record, write_circuit
 from sparsecircuits.circuits.draw import circuit_svg, node_activations, write_drawing
-from sparsecircuits.circuits.nodes import node_groups
 from sparsecircuits.circuits.pipeline import prune_to_target_loss
 from sparsecircuits.circuits.prune import PruneConfig
+from sparsecircuits.circuits.sweep import DEFAULT_SETTINGS
 from sparsecircuits.circuits.task_data import task_splits
 from sparsecircuits.tasks import task_pairs
 from sparsecircuits.train import load_run
@@ -19,8 +19,8 @@ def prune_and_draw(
     model_path: Path,
     out: Path,
     task: str = "single_double_quote",
-    steps: int = 300,
-    sweep: int = 4,
+    steps: int = PruneConfig.steps,
+    sweep: int = DEFAULT_SETTINGS,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Prune `task` in the model at `model_path`; write the circuit file and its page."""
@@ -34,7 +34,7 @@ def prune_and_draw(
     ]
     write_drawing(record, out / "circuit.html", loaded, prompts)
     activations = node_activations(loaded, record, prompts)
-    total = sum(group.width for group in node_groups(loaded.model_config))
+    total = outcome.space.size
     return {
         "record": record,
         "svg": circuit_svg(record, activations),

@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sparsecircuits.circuits.circuit_file import model_hash
-from sparsecircuits.circuits.pipeline import DEFAULT_SWEEP, RECIPE_VERSION, prune_to_target_loss
+from sparsecircuits.circuits.pipeline import RECIPE_VERSION, prune_to_target_loss
 from sparsecircuits.circuits.prune import PruneConfig
+from sparsecircuits.circuits.sweep import K_COEFS
 from sparsecircuits.circuits.task_data import TaskSplits
 from sparsecircuits.data.tokens import default_cache_root
 from sparsecircuits.errors import UserError
@@ -77,7 +78,7 @@ class PruneStore:
 def prune_key(weights_sha256: str, splits: TaskSplits, config: PruneConfig, settings: int) -> str:
     digest = hashlib.sha256()
     what = {"model": weights_sha256, "task": splits.name, "config": config.to_dict()}
-    sweep = {"settings": settings, "candidates": list(DEFAULT_SWEEP), "recipe": RECIPE_VERSION}
+    sweep = {"settings": settings, "candidates": list(K_COEFS), "recipe": RECIPE_VERSION}
     digest.update(json.dumps({**what, "sweep": sweep}, sort_keys=True).encode())
     for batch in splits.batches():
         for tensor in (batch.tokens, batch.last, batch.correct, batch.wrong):

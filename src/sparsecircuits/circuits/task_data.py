@@ -1,4 +1,4 @@
-"""Task pairs for pruning, split four ways: mask training, held-out, verification, test."""
+"""Task pairs for pruning, split four ways: mask training, selection, verification, test."""
 
 from __future__ import annotations
 
@@ -11,26 +11,26 @@ from sparsecircuits.tasks import TaskBatch, encode_pairs, read_pairs_jsonl, task
 from sparsecircuits.train import Run
 
 # Pairs drawn from a task's train split, in this order; the test split measures the circuit.
-TRAIN_PAIRS, HELDOUT_PAIRS, VERIFY_PAIRS, TEST_PAIRS = 384, 128, 512, 256
+TRAIN_PAIRS, SELECT_PAIRS, VERIFY_PAIRS, TEST_PAIRS = 512, 256, 512, 256
 
 
 @dataclass
 class TaskSplits:
     """A task's pairs for one prune.
 
-    Masks train on `train`; the k search and trimming choose among many circuits on `heldout`
+    Masks train on `train`; the k search and trimming choose among many circuits on `select`
     (and fit the calibration there), so a circuit chosen close to the target fits the noise of
     those pairs; `verify`, which nothing was chosen on, confirms the choice; `test` measures.
     """
 
     name: str
     train: TaskBatch
-    heldout: TaskBatch
+    select: TaskBatch
     verify: TaskBatch
     test: TaskBatch
 
     def batches(self) -> tuple[TaskBatch, ...]:
-        return self.train, self.heldout, self.verify, self.test
+        return self.train, self.select, self.verify, self.test
 
 
 def task_splits(run: Run, task: str | None, pairs_file: Path | None, seed: int = 0) -> TaskSplits:
@@ -43,7 +43,7 @@ def task_splits(run: Run, task: str | None, pairs_file: Path | None, seed: int =
     n_ctx = run.model_config.n_ctx
     encode = lambda pairs: encode_pairs(pairs, run.tokenizer, n_ctx).batch  # noqa: E731
     if task is not None:
-        sizes = (TRAIN_PAIRS, HELDOUT_PAIRS, VERIFY_PAIRS)
+        sizes = (TRAIN_PAIRS, SELECT_PAIRS, VERIFY_PAIRS)
         pool = encode(task_pairs(task, "train", sum(sizes), seed))
         test = encode(task_pairs(task, "test", TEST_PAIRS, seed))
         return TaskSplits(task, *split_by_shares(pool, sizes), test)

@@ -1,51 +1,39 @@
-"""Trim a found circuit node by node, within a time budget.
+"""Trim a found circuit node by node.
 
 The top-k search keeps a whole prefix of the mask ranking, so the circuit it returns still
-holds every node ranked above the last one it needed: nodes the short mask training left on
-but the task does not use. Trimming tries to drop each kept node in turn (the least trusted and
-most connected first) and keeps the drop whenever the held-out loss still meets the target.
-It never takes the held-out loss past the target and stops at its deadline. Every drop is
-accepted on the same held-out pairs, so many drops fit their noise: circuits.verify checks the
-result on other pairs and undoes drops, the last first, until it meets the target there too.
+holds nodes ranked above the last one it needed that the task does not use. Trimming tries to
+drop each kept node in turn (the least trusted and most connected first), cleans the circuit of
+the nodes the drop leaves idle, and keeps the drop when the selection loss stays at least
+`margin` below the target: a drop accepted right at the target would fit the noise of the
+selection pairs. It records how much each accepted drop raised the loss, its "need", so that
+verification can restore the most needed nodes first if the circuit fails on other pairs.
 """
 
 from __future__ import annotations
 
-import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from sparsecircuits.circuits.edges import circuit_edges
-from sparsecircuits.circuits.nodes import NodeGroup
-from sparsecircuits.model import GPT
+from sparsecircuits.circuits.prune import Measured, measure_cleaned
+from sparsecircuits.circuits.space import CircuitSpace
+from sparsecircuits.tasks import TaskBatch
+
+
+@dataclass
+class Drop:
+    nodes: list[int]  # the node tried and the nodes its removal left idle
+    need: float  # how much the selection loss rose
 
 
 @dataclass
 class TrimResult:
-    keep: torch.Tensor
-    loss: float  # held-out loss of the trimmed circuit
-    drops: list[int]  # nodes removed, in the order they were
+    circuit: Measured
+    drops: list[Drop]  # in the order they were made
     tried: int  # drops evaluated
-    finished: bool  # every kept node was tried before the deadline
-    rejected_losses: list[float]  # held-out loss of each drop that broke the target
+    rejected_losses: list[float] = field(default_factory=list)  # of drops that broke the target
     seconds: float = 0.0
-
-
-def node_degrees(model: GPT, groups: list[NodeGroup], keep: torch.Tensor) -> torch.Tensor:
-    """Number of circuit edges touching each node (zero outside the circuit)."""
-    ids = [group.node_id(i) for group in groups for i in range(group.width)]
-    position = {node: index for index, node in enumerate(ids)}
-    counts = Counter()
-    for edge in circuit_edges(model, groups, keep):
-        counts[edge.source] += 1
-        counts[edge.target] += 1
-    degrees = torch.zeros(len(ids), dtype=torch.long)
-    for node, count in counts.items():
-        degrees[position[node]] = count
-    return degrees
 
 
 def trim_order(keep: torch.Tensor, scores: torch.Tensor, degrees: torch.Tensor) -> list[int]:
@@ -55,30 +43,42 @@ def trim_order(keep: torch.Tensor, scores: torch.Tensor, degrees: torch.Tensor) 
 
 
 def trim_circuit(
-    loss_of: Callable[[torch.Tensor], float],
-    keep: torch.Tensor,
+    measure: Callable[[torch.Tensor], Measured],
+    circuit: Measured,
     order: list[int],
     target_loss: float,
-    deadline: float,
-    loss: float,
+    margin: float,
 ) -> TrimResult:
-    """Drop nodes of `keep` (tried in `order`) while `loss_of(keep)` stays within the target.
-
-    `loss` is the loss of `keep` as given; `deadline` is a `time.perf_counter()` value.
-    """
-    keep = keep.clone()
-    drops, rejected = [], []
-    tried = 0
+    """Drop nodes of `circuit` (tried in `order`) while `measure(keep)` stays within
+    target - margin (or within the circuit's own loss, if that is already above it)."""
+    bound = max(target_loss - margin, circuit.loss)
+    drops, rejected, tried = [], [], 0
     for node in order:
-        if time.perf_counter() > deadline:
-            return TrimResult(keep, loss, drops, tried, False, rejected)
-        keep[node] = False
+        if not circuit.keep[node]:
+            continue  # an earlier drop left it idle
+        trial = circuit.keep.clone()
+        trial[node] = False
         tried += 1
-        trial_loss = loss_of(keep)
-        if trial_loss <= target_loss:
-            loss = trial_loss
-            drops.append(node)
+        candidate = measure(trial)
+        if candidate.loss <= bound:
+            removed = (circuit.keep & ~candidate.keep).nonzero().flatten().tolist()
+            drops.append(Drop(removed, candidate.loss - circuit.loss))
+            circuit = candidate
         else:
-            keep[node] = True
-            rejected.append(trial_loss)
-    return TrimResult(keep, loss, drops, tried, True, rejected)
+            rejected.append(candidate.loss)
+    return TrimResult(circuit, drops, tried, rejected)
+
+
+def trim_found_circuit(
+    space: CircuitSpace,
+    circuit: Measured,
+    scores: torch.Tensor,
+    select: TaskBatch,
+    target_loss: float,
+    margin: float,
+) -> TrimResult:
+    """`circuit` with the nodes the task does not need dropped."""
+    order = trim_order(circuit.keep, scores, space.degrees(circuit.keep))
+    return trim_circuit(
+        lambda keep: measure_cleaned(space, keep, select), circuit, order, target_loss, margin
+    )

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from sparsecircuits.cli_types import DEVICE_OPTION
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import json_text
@@ -118,6 +119,7 @@ def describe_token(tokenizer: CodeTokenizer, token: int | None) -> str:
 @click.option(
     "--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Pairs/forward."
 )
+@click.option("--device", **DEVICE_OPTION)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def eval_tasks(
     run: Path,
@@ -126,6 +128,7 @@ def eval_tasks(
     n: int,
     seed: int,
     batch_size: int,
+    device: str,
     as_json: bool,
 ) -> None:
     """Task loss and accuracy of the model in RUN on the test split of each task."""
@@ -137,7 +140,7 @@ def eval_tasks(
     for name in task_names:
         get_task(name)
     custom = [(file.stem, read_pairs_jsonl(file)) for file in pair_files]
-    loaded = load_run(run)
+    loaded = load_run(run, device)
     rows = []
     for name in task_names:
         rows.append(evaluate_pairs(name, task_pairs(name, "test", n, seed), loaded, batch_size))

@@ -165,6 +165,7 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     Every file is checked before it is used: a damaged one is a UserError that names the file
     and the field, never a traceback from deep inside torch.
     """
+    device = usable_device(device)
     folder = resolve_checkpoint(path)
     config = read_checkpoint_json(folder / "config.json", RunConfigFile)
     model = GPT(config.model)
@@ -182,6 +183,18 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
         )
     config_data = config.model_dump(exclude_unset=True)  # the file's own keys, checked
     return Run(model.to(device).eval(), tokenizer, config_data, state, folder)
+
+
+def usable_device(name: str) -> str:
+    """`name` if this machine has it (cpu, cuda, cuda:N), else a UserError saying why."""
+    kind, _, number = name.partition(":")
+    if kind not in ("cpu", "cuda") or (number and (kind == "cpu" or not number.isdigit())):
+        raise UserError(f"unknown device {name!r} (use cpu, cuda or cuda:N)")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name} was asked for but no CUDA GPU is available")
+    if number and int(number) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} GPUs")
+    return name
 
 
 def load_weights_into(model: GPT, path: Path) -> None:

@@ -1,0 +1,179 @@
+"""The circuit space of one model: its prunable nodes, what a switched-off node becomes, and
+the weights that join nodes.
+
+Every stage of pruning speaks in keep-vectors over this space: one bool per node, the node
+groups concatenated in data-flow order (nodes.node_groups). `CircuitSpace` owns the arithmetic
+from a keep-vector to hooks, answer margins, edges and node ids, so no other module counts
+offsets.
+
+Edges (spec section 3) are nonzero weights whose two ends are both kept nodes. Weights join:
+norm output channels -> q/k/v channels, value channels -> attention output channels (through the
+attention mixing), MLP input channels -> neurons and neurons -> MLP output channels. The
+residual stream itself is an identity, not a weight, so it adds no edges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+
+from sparsecircuits.circuits.masks import blend_hook
+from sparsecircuits.circuits.nodes import NodeGroup, node_groups
+from sparsecircuits.model import GPT
+from sparsecircuits.model.hooks import HookFn
+from sparsecircuits.tasks import TaskBatch
+from sparsecircuits.tasks import answer_margins as task_answer_margins
+
+# (source kind, target kind, weight attribute path inside a block); weights are [out, in].
+WEIGHTED_LINKS = (
+    ("attn_in", "q", "attn.q_proj.weight"),
+    ("attn_in", "k", "attn.k_proj.weight"),
+    ("attn_in", "v", "attn.v_proj.weight"),
+    ("v", "attn_out", "attn.out_proj.weight"),
+    ("mlp_in", "mlp_neuron", "mlp.fc.weight"),
+    ("mlp_neuron", "mlp_out", "mlp.proj.weight"),
+)
+
+
+@dataclass(frozen=True)
+class Edge:
+    source: str
+    target: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class Link:
+    """One weight matrix between two node groups of a block."""
+
+    source: NodeGroup
+    target: NodeGroup
+    weight: torch.Tensor  # [target width, source width], on the CPU
+
+    @cached_property
+    def nonzero(self) -> torch.Tensor:
+        return (self.weight != 0).float()
+
+
+class CircuitSpace:
+    """The nodes of `model`, the values that replace switched-off nodes, and the links."""
+
+    def __init__(self, model: GPT, replacements: dict[str, torch.Tensor] | None = None) -> None:
+        self.model = model
+        self.groups = node_groups(model.config)
+        self.device = next(model.parameters()).device
+        # None: a space to read circuits in, not to run them (hooks() needs the values).
+        self.replacements = {
+            hook: value.to(self.device) for hook, value in (replacements or {}).items()
+        }
+        self.by_key = {(group.layer, group.kind): group for group in self.groups}
+        self.starts: dict[tuple[int, str], int] = {}
+        start = 0
+        for group in self.groups:
+            self.starts[(group.layer, group.kind)] = start
+            start += group.width
+        self.size = start
+        self.links = [
+            Link(
+                self.group(layer, source_kind),
+                self.group(layer, target_kind),
+                block.get_parameter(path).detach().float().cpu(),
+            )
+            for layer, block in enumerate(model.blocks)
+            for source_kind, target_kind, path in WEIGHTED_LINKS
+        ]
+
+    def group(self, layer: int, kind: str) -> NodeGroup:
+        return self.by_key[(layer, kind)]
+
+    def span(self, group: NodeGroup) -> slice:
+        start = self.starts[(group.layer, group.kind)]
+        return slice(start, start + group.width)
+
+    def position(self, layer: int, kind: str, index: int) -> int:
+        """Where node (layer, kind, index) sits in a keep-vector."""
+        return self.starts[(layer, kind)] + index
+
+    @cached_property
+    def node_ids(self) -> list[str]:
+        return [group.node_id(i) for group in self.groups for i in range(group.width)]
+
+    def empty(self) -> torch.Tensor:
+        return torch.zeros(self.size, dtype=torch.bool)
+
+    def keep_of(self, nodes: list[tuple[int, str, int]]) -> torch.Tensor:
+        """The keep-vector of (layer, kind, index) nodes; KeyError/IndexError if one is not
+        a node of this model."""
+        keep = self.empty()
+        for layer, kind, index in nodes:
+            if not 0 <= index < self.group(layer, kind).width:
+                raise IndexError(index)
+            keep[self.position(layer, kind, index)] = True
+        return keep
+
+    def hooks(self, keep: torch.Tensor) -> list[tuple[str, HookFn]]:
+        """Hooks that keep the nodes of `keep` and replace every other node."""
+        return [
+            (
+                group.hook,
+                blend_hook(
+                    group,
+                    keep[self.span(group)].float().to(self.device),
+                    self.replacements[group.hook],
+                ),
+            )
+            for group in self.groups
+        ]
+
+    def margins(
+        self,
+        batch: TaskBatch,
+        keep: torch.Tensor | None = None,
+        hooks: list[tuple[str, HookFn]] | None = None,
+        chunk: int = 32,
+    ) -> torch.Tensor:
+        """logit(correct) - logit(wrong) at each prompt's last token, on the CPU: of the full
+        model, of the circuit `keep`, or under the given hooks."""
+        if hooks is None:
+            hooks = [] if keep is None else self.hooks(keep)
+        with self.model.hooks(hooks):
+            return task_answer_margins(self.model, batch, chunk).cpu()
+
+    def edges(self, keep: torch.Tensor) -> list[Edge]:
+        edges = []
+        for link in self.links:
+            sources = keep[self.span(link.source)].nonzero().flatten()
+            targets = keep[self.span(link.target)].nonzero().flatten()
+            if not len(sources) or not len(targets):
+                continue
+            weight = link.weight[targets][:, sources]
+            for row, column in weight.nonzero().tolist():
+                edges.append(
+                    Edge(
+                        link.source.node_id(int(sources[column])),
+                        link.target.node_id(int(targets[row])),
+                        float(weight[row, column]),
+                    )
+                )
+        return edges
+
+    def count_edges(self, keep: torch.Tensor) -> int:
+        kept = keep.float()
+        return int(
+            sum(
+                kept[self.span(link.target)] @ link.nonzero @ kept[self.span(link.source)]
+                for link in self.links
+            )
+        )
+
+    def degrees(self, keep: torch.Tensor) -> torch.Tensor:
+        """Number of circuit edges touching each node (zero outside the circuit)."""
+        kept = keep.float()
+        degrees = torch.zeros(self.size)
+        for link in self.links:
+            sources, targets = kept[self.span(link.source)], kept[self.span(link.target)]
+            degrees[self.span(link.source)] += (targets @ link.nonzero) * sources
+            degrees[self.span(link.target)] += (link.nonzero @ sources) * targets
+        return degrees.long()

@@ -1,0 +1,110 @@
+"""A small sweep of mask-training settings: the node penalty k_coef, steered by results.
+
+The paper tuned pruning per (model, task) with 256 runs of a black-box optimiser; a CPU affords
+a few. The sweep starts at the config's own k_coef (the paper's centre, 1e-4) and moves by what
+each setting did. A penalty too strong for the model switches off nodes the task needs; the
+circuit then has to be completed from nodes the masks ranked at random, and it comes out huge
+(dense models: thousands of nodes with 20 left active). So after such a setting the next one
+penalises less, and after a good one more. The budget is a number of settings, each a fixed
+number of steps, so the same command and seed give the same circuit on an idle or a busy
+machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from sparsecircuits.circuits.prune import (
+    CircuitSearch,
+    MaskTraining,
+    PruneConfig,
+    smallest_circuit_meeting_target,
+    train_node_masks,
+)
+from sparsecircuits.circuits.space import CircuitSpace
+from sparsecircuits.circuits.task_data import TaskSplits
+
+# Node penalties the sweep chooses from, around the paper's centre, and how many it tries.
+K_COEFS = (1e-4, 3e-4, 3e-5, 1e-3, 1e-5)
+DEFAULT_SETTINGS = 3
+
+
+def pruned_too_hard(result: dict) -> bool:
+    """Did the target need nodes the trained masks had switched off (or was it not met)?"""
+    return not result["met"] or result["k"] > result["active_after_training"]
+
+
+def next_k_coef(history: list[dict], candidates: tuple[float, ...] = K_COEFS) -> float | None:
+    """The untried penalty to run next: the nearest weaker one after a setting that pruned too
+    hard, the nearest stronger one after a good one, never past a penalty already known to be
+    too strong or below one known to be good. None when nothing is left between them."""
+    good = [h["k_coef"] for h in history if not pruned_too_hard(h)]
+    too_strong = [h["k_coef"] for h in history if pruned_too_hard(h)]
+    low, high = max(good, default=0.0), min(too_strong, default=float("inf"))
+    tried = {h["k_coef"] for h in history}
+    open_range = [c for c in candidates if low < c < high and c not in tried]
+    last = history[-1]["k_coef"]
+    if pruned_too_hard(history[-1]):
+        return max((c for c in open_range if c < last), default=None)
+    return min((c for c in open_range if c > last), default=None)
+
+
+@dataclass
+class Found:
+    search: CircuitSearch
+    training: MaskTraining
+    config: PruneConfig
+    edges: int
+
+
+@dataclass
+class SweepResult:
+    best: Found | None  # the smallest circuit (in edges) meeting the target, if any
+    history: list[dict]
+    closest: float  # the lowest selection loss any setting reached
+
+
+def sweep_mask_settings(
+    space: CircuitSpace,
+    splits: TaskSplits,
+    config: PruneConfig,
+    settings: int,
+    log: Callable[[str], None] = print,
+) -> SweepResult:
+    best, history, closest = None, [], float("inf")
+    k_coef: float | None = config.k_coef
+    for index in range(max(1, settings)):
+        if k_coef is None:
+            log(f"  sweep done after {index} settings: no untried penalty left between them")
+            break
+        setting = replace(config, k_coef=k_coef)
+        training = train_node_masks(space, splits.train, setting)
+        search = smallest_circuit_meeting_target(
+            space, training.ranking, splits.select, config.target_loss
+        )
+        circuit = search.circuit
+        met = circuit.loss <= config.target_loss
+        edges = space.count_edges(circuit.keep)
+        history.append(
+            {
+                "k_coef": k_coef,
+                "k": search.k,
+                "nodes": circuit.nodes,
+                "edges": edges,
+                "select_loss": circuit.loss,
+                "met": met,
+                "active_after_training": training.active,
+                "ks_tried": len(search.tried),
+            }
+        )
+        log(
+            f"  sweep {index + 1}/{settings} k_coef {k_coef:g}: {circuit.nodes} nodes, {edges} "
+            f"edges ({training.active} active after mask training), selection loss "
+            f"{circuit.loss:.4f}{'' if met else ' (target not met)'}"
+        )
+        closest = min(closest, circuit.loss)
+        if met and (best is None or edges < best.edges):
+            best = Found(search, training, setting, edges)
+        k_coef = next_k_coef(history)
+    return SweepResult(best, history, closest)
