@@ -16,11 +16,16 @@ import torch
 
 from cli_runner import run_in_process as run_cli
 from sparsecircuits.circuits import frontier as frontier_module
-from sparsecircuits.circuits.prune import answer_margins, margin_loss
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.errors import UserError
 from sparsecircuits.model import GPT, GPTConfig
-from sparsecircuits.tasks import encode_pairs, task_pairs, write_pairs_jsonl
+from sparsecircuits.tasks import (
+    answer_margins,
+    encode_pairs,
+    margin_loss,
+    task_pairs,
+    write_pairs_jsonl,
+)
 from sparsecircuits.train import load_run, project_to_density, save_checkpoint
 
 TASK = "single_double_quote"
@@ -74,7 +79,7 @@ def test_prune_finds_a_small_sufficient_and_necessary_circuit(
     # ... and verification on other pairs only adds some back until the target is met there.
     verification = record["metrics"]["verification"]
     assert verification["met"] and verification["loss"] <= 0.3
-    kept = trim["nodes_before"] - trim["dropped"] + verification["nodes_added"]
+    kept = trim["nodes_before"] - trim["nodes_dropped"] + verification["nodes_added"]
     assert kept == summary["nodes"]
 
     evaluated = run_cli(
@@ -117,7 +122,7 @@ def test_prune_says_when_the_target_cannot_be_met(quote_run: Path) -> None:
     assert result.returncode == 2
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("error: no circuit of var_if reached target loss 0.3")
-    assert "best held-out loss" in error and "Traceback" not in result.stderr
+    assert "best selection loss" in error and "Traceback" not in result.stderr
 
 
 def test_prune_rejects_bad_input_in_one_line(quote_run: Path, tmp_path: Path) -> None:
@@ -133,6 +138,46 @@ def test_prune_rejects_bad_input_in_one_line(quote_run: Path, tmp_path: Path) ->
         result = run_cli("prune", str(quote_run), *extra)
         assert result.returncode == 2, (extra, result.stderr)
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("prune", "{run}", "--task", TASK),
+        ("tasks", "eval", "{run}", "--task", TASK),
+        ("circuit", "eval", "{circuit}", "{run}", "--task", TASK),
+    ],
+)
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("tpu", "unknown device 'tpu'"),
+        ("cpu:1", "unknown device 'cpu:1'"),
+        ("cuda:x", "unknown device 'cuda:x'"),
+        *([("cuda", "no CUDA GPU is available")] * (not torch.cuda.is_available())),
+    ],
+)
+def test_device_flags_refuse_a_device_this_machine_lacks(
+    quote_run: Path, tmp_path: Path, command: tuple[str, ...], device: str, message: str
+) -> None:
+    circuit = tmp_path / "any.json"
+    circuit.write_text("{}")
+    arguments = [part.format(run=quote_run, circuit=circuit) for part in command]
+    result = run_cli(*arguments, "--device", device)
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+
+
+def test_controls_find_no_circuit_in_a_shuffled_model_or_for_nonsense(quote_run: Path) -> None:
+    arguments = ["prune", str(quote_run), "--task", TASK, "--target-loss", "0.3", "--controls"]
+    result = run_cli(*arguments, "--steps", "60", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["control random_weights"] == "no circuit met the target"
+    assert summary["control nonsense_task"] == "no circuit met the target"
+    assert "control zero_ablation" in summary
+    # The found circuit itself: near chance on nonsense answers.
+    assert summary["nonsense_task_loss"] > 0.6 > summary["circuit_loss"]
 
 
 def test_prune_accepts_a_users_own_pairs(quote_run: Path, tmp_path: Path) -> None:

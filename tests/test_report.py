@@ -29,3 +29,31 @@ def test_demo_command_trains_and_writes_its_report(tmp_path, corpus_dir, tiny_ru
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stdout and "no circuit:" in again.stdout
     assert (out / "report.html").is_file()
+
+
+def test_report_puts_the_run_beside_a_reference_model(tiny_run, tmp_path):
+    from pathlib import Path
+
+    from sparsecircuits.report.run_report import COMPARED_TASKS
+    from sparsecircuits.tasks import evaluate_pairs, task_pairs
+    from sparsecircuits.train import load_run
+
+    reference = Path(__file__).parents[1] / "models" / "reference-sparse"
+    prompts = ("x = '<b>bold</b>'\nprint(x", "def f(a, b):\n    return")
+    out = write_run_report(tiny_run, tmp_path / "report.html", prompts=prompts, reference=reference)
+    html = out.read_text()
+    assert "<b>bold" not in html and "&lt;b&gt;bold" in html
+    # Two completions per prompt (this run, the reference) in one table, no separate list.
+    assert html.count('<span class="completion">') == 2 * len(prompts)
+    rows = [line for line in html.splitlines() if "<td><code>" in line]
+    assert [row.split("<code>")[1].split("<")[0] for row in rows] == list(COMPARED_TASKS)
+    models = (load_run(tiny_run), load_run(reference))
+    for task, row in zip(COMPARED_TASKS, rows, strict=True):
+        cells = [cell.split("<")[0] for cell in row.split('class="num">')[1:]]
+        expected = []
+        for run in models:
+            result = evaluate_pairs(task, task_pairs(task, "test", 128), run.model, run.tokenizer)
+            # A context too short for every prompt of the task is said, not invented.
+            numbers = (result["loss"], result["accuracy"]) if result["n"] else None
+            expected += [f"{n:.3f}" for n in numbers] if numbers else ["n/a", "n/a"]
+        assert cells == expected

@@ -71,6 +71,11 @@ def log_to_stderr(message: str) -> None:
     show_default=True,
     help="Then drop the circuit's nodes one by one while the target still holds.",
 )
+@click.option(
+    "--controls",
+    is_flag=True,
+    help="Also prune a random-weight copy, nonsense answers and the other ablation (4x time).",
+)
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--device", **DEVICE_OPTION)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -85,11 +90,16 @@ def prune(
     k_coef: float,
     sweep: int,
     trim: bool,
+    controls: bool,
     seed: int,
     device: str,
     as_json: bool,
 ) -> None:
-    """Find the smallest circuit of RUN that does a task at the target loss."""
+    """Find the smallest circuit of RUN that does a task at the target loss.
+
+    Prints its size, its test loss, necessity (only the circuit ablated), a random circuit of
+    the same size, and the same circuit under the other ablation and on nonsense answers.
+    """
     from sparsecircuits.circuits.circuit_file import outcome_to_record, write_circuit
     from sparsecircuits.circuits.pipeline import prune_to_target_loss
     from sparsecircuits.train import load_run
@@ -100,14 +110,30 @@ def prune(
         target_loss=target_loss, ablation=ablation, steps=steps, k_coef=k_coef, seed=seed
     )
     outcome = prune_to_target_loss(loaded, splits, config, sweep, trim=trim, log=log_to_stderr)
+    if controls:
+        from sparsecircuits.circuits.controls import pruned_controls
+
+        outcome.metrics["controls"] = pruned_controls(
+            loaded, splits, config, sweep, log=log_to_stderr
+        )
     if out is not None:
         write_circuit(outcome_to_record(loaded, outcome), out)
     summary = {"task": splits.name, **{key: outcome.metrics[key] for key in SUMMARY_KEYS}}
+    for name, result in outcome.metrics.get("controls", {}).items():
+        summary[f"control {name}"] = (
+            f"{result['edges']} edges, test loss {result['circuit_loss']:.4f} (met the target)"
+            if result["met"]
+            else "no circuit met the target"
+        )
+    echo_summary(summary, as_json)
+
+
+def echo_summary(summary: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json_text(summary, indent=None))
-    else:
-        for key, value in summary.items():
-            click.echo(f"{key:<22}{value:.4f}" if isinstance(value, float) else f"{key:<22}{value}")
+        return
+    for key, value in summary.items():
+        click.echo(f"{key:<26}{value:.4f}" if isinstance(value, float) else f"{key:<26}{value}")
 
 
 SUMMARY_KEYS = (
@@ -117,6 +143,9 @@ SUMMARY_KEYS = (
     "full_model_loss",
     "ablated_circuit_loss",
     "random_circuit_loss",
+    "other_ablation",
+    "other_ablation_loss",
+    "nonsense_task_loss",
     "seconds",
 )
 
@@ -148,10 +177,12 @@ def circuit_eval(
     as_json: bool,
 ) -> None:
     """Losses of a saved circuit on other pairs (is it faithful beyond its pruning data?)."""
+    from sparsecircuits.circuits.checks import OTHER_ABLATION, circuit_checks
     from sparsecircuits.circuits.circuit_file import circuit_on_model, model_hash, read_circuit
     from sparsecircuits.circuits.pipeline import circuit_space, measure_circuit
-    from sparsecircuits.train import load_run
+    from sparsecircuits.train import load_run, usable_device
 
+    usable_device(device)  # a flag's mistake before any file's
     record = read_circuit(circuit_file)
     loaded = load_run(run, device)
     model_matches = model_hash(loaded) == record["model"]["sha256"]
@@ -167,18 +198,18 @@ def circuit_eval(
     select, test = splits.select, splits.test
     if pairs_file is not None:  # the whole file but its test part
         select = splits.train
-    metrics = measure_circuit(space, circuit_record.keep, circuit_record.calibration, select, test)
+    keep = circuit_record.keep
+    metrics = measure_circuit(space, keep, circuit_record.calibration, select, test)
+    other = circuit_space(loaded, OTHER_ABLATION[record["ablation"]])
+    metrics["other_ablation"] = OTHER_ABLATION[record["ablation"]]
+    metrics |= circuit_checks(space, other, keep, select, test)
     result = {
         "task": splits.name,
         "circuit_task": record["task"],
         "model_matches": model_matches,
         **metrics,
     }
-    click.echo(
-        json_text(result, indent=None)
-        if as_json
-        else "\n".join(f"{k:<22}{v}" for k, v in result.items())
-    )
+    echo_summary(result, as_json)
 
 
 @circuit.command("draw")

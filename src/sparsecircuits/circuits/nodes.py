@@ -89,6 +89,19 @@ def load_or_compute_means(
         means = read_means(path, groups)
         if all(group.hook in means for group in groups):
             return means
+    means = pretraining_means(run, n_sequences, batch_size, progress)
+    spec = run.config.get("train", {}).get("data", "stdlib")
+    with atomic_path(path) as temporary:
+        save_file(means, temporary, metadata={"sequences": str(n_sequences), "data": spec})
+    return means
+
+
+def pretraining_means(
+    run: Run, n_sequences: int = 128, batch_size: int = 16, progress: bool = False
+) -> dict[str, torch.Tensor]:
+    """Mean activations of `run`'s model over sequences of its own training data (not cached:
+    a control model must not leave its means in the real model's folder)."""
+    groups = node_groups(run.model_config)
     train_config = run.config.get("train", {})
     spec = train_config.get("data", "stdlib")
     try:
@@ -107,10 +120,7 @@ def load_or_compute_means(
         for _ in range(max(1, n_sequences // batch_size))
     ]
     device = next(run.model.parameters()).device
-    means = compute_mean_activations(run.model, [b.to(device) for b in batches], groups)
-    with atomic_path(path) as temporary:
-        save_file(means, temporary, metadata={"sequences": str(n_sequences), "data": spec})
-    return means
+    return compute_mean_activations(run.model, [b.to(device) for b in batches], groups)
 
 
 def read_means(path: Path, groups: list[NodeGroup]) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sparsecircuits.circuits.checks import OTHER_ABLATION, circuit_checks
 from sparsecircuits.circuits.nodes import load_or_compute_means, node_groups
 from sparsecircuits.circuits.prune import Calibration, PruneConfig, fit_calibration, margin_loss
 from sparsecircuits.circuits.space import CircuitSpace
@@ -69,17 +70,21 @@ def prune_to_target_loss(
     config: PruneConfig,
     settings: int = DEFAULT_SETTINGS,
     trim: bool = True,
+    space: CircuitSpace | None = None,
+    checks: bool = True,
     log: Callable[[str], None] = print,
 ) -> PruneOutcome:
     """The smallest circuit of the task meeting `config.target_loss` over a sweep of at most
-    `settings` mask-training settings, trimmed node by node if `trim`, and verified.
+    `settings` mask-training settings, trimmed node by node if `trim`, and verified; with
+    `checks`, also measured under the other ablation and on nonsense answers (circuits.checks).
+    `space` replaces the run's own circuit space (a control model's, with its own means).
 
     Raises UserError when no setting reaches the target (saying the best loss reached), or no
     circuit meets it on the verification pairs.
     """
     started = time.perf_counter()
     task, target = splits.name, config.target_loss
-    space = circuit_space(run, config.ablation)
+    space = space or circuit_space(run, config.ablation)
     full = float(margin_loss(space.margins(splits.select)).mean())
     log(f"{task}: full model selection loss {full:.4f} (target {target}), {space.size:,} nodes")
 
@@ -93,20 +98,30 @@ def prune_to_target_loss(
     circuit, drops = found.search.circuit, []
     trimmed: TrimResult | None = None
     if trim:
+        trim_started = time.perf_counter()
         trimmed = trim_found_circuit(
-            space, circuit, found.training.tau, splits.select, target, config.trim_margin
+            space,
+            circuit,
+            found.training.tau,
+            splits.select,
+            target,
+            config.trim_margin,
+            config.clean_up,
+            config.trim_tries,
         )
         circuit, drops = trimmed.circuit, trimmed.drops
         log(
             f"  trimmed to {circuit.nodes} nodes, {space.count_edges(circuit.keep)} edges "
-            f"({trimmed.tried} drops tried), selection loss {circuit.loss:.4f}"
+            f"({trimmed.tried} drops tried), selection loss {circuit.loss:.4f} "
+            f"[{time.perf_counter() - trim_started:.0f} s]"
         )
-    chain = GrowthChain(circuit.keep, drops, found.training.ranking)
-    verified = verify_circuit(space, chain, splits.select, splits.verify, target)
+    chain = GrowthChain(circuit.keep, drops, found.training.ranking, config.regrow_by_need)
+    verified = verify_circuit(space, chain, splits.select, splits.verify, target, config.clean_up)
     checked = verified.summary
     log(
         f"  verified on {splits.verify.n_pairs} other pairs: loss {checked['loss_as_chosen']:.4f}"
         f" as chosen, {checked['loss']:.4f} with {checked['nodes_added']} nodes added back"
+        f" [{checked['seconds']:.0f} s]"
     )
     if not checked["met"]:
         raise UserError(
@@ -117,6 +132,10 @@ def prune_to_target_loss(
     metrics = measure_circuit(
         space, verified.keep, verified.calibration, splits.select, splits.test, config.seed
     )
+    if checks:
+        other = circuit_space(run, OTHER_ABLATION[config.ablation])
+        metrics["other_ablation"] = OTHER_ABLATION[config.ablation]
+        metrics |= circuit_checks(space, other, verified.keep, splits.select, splits.test)
     metrics["seconds"] = time.perf_counter() - started
     metrics["trim"] = {} if trimmed is None else trim_summary(trimmed)
     metrics["verification"] = checked
@@ -174,6 +193,7 @@ def trim_summary(result: TrimResult) -> dict:
     return {
         "nodes_before": result.circuit.nodes + sum(len(drop.nodes) for drop in result.drops),
         "dropped": len(result.drops),
+        "nodes_dropped": sum(len(drop.nodes) for drop in result.drops),
         "tried": result.tried,
         # How far the drops that were refused missed the target, to tune trimming by.
         "rejected_loss_median": (

@@ -1,7 +1,7 @@
 """A small sweep of mask-training settings: the node penalty k_coef, steered by results.
 
 The paper tuned pruning per (model, task) with 256 runs of a black-box optimiser; a CPU affords
-a few. The sweep starts at the config's own k_coef (the paper's centre, 1e-4) and moves by what
+a few. The sweep starts at the config's own k_coef (3e-4 by default) and moves by what
 each setting did. A penalty too strong for the model switches off nodes the task needs; the
 circuit then has to be completed from nodes the masks ranked at random, and it comes out huge
 (dense models: thousands of nodes with 20 left active). So after such a setting the next one
@@ -12,6 +12,7 @@ machine.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -25,9 +26,10 @@ from sparsecircuits.circuits.prune import (
 from sparsecircuits.circuits.space import CircuitSpace
 from sparsecircuits.circuits.task_data import TaskSplits
 
-# Node penalties the sweep chooses from, around the paper's centre, and how many it tries.
-K_COEFS = (1e-4, 3e-4, 3e-5, 1e-3, 1e-5)
-DEFAULT_SETTINGS = 3
+# Node penalties the sweep chooses from, around the paper's centre (1e-4), and how many it tries
+# by default: one setting fits the 3-minute budget of 2 CPU cores (docs/pruning-recipe.md).
+K_COEFS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
+DEFAULT_SETTINGS = 1
 
 
 def pruned_too_hard(result: dict) -> bool:
@@ -79,9 +81,11 @@ def sweep_mask_settings(
             log(f"  sweep done after {index} settings: no untried penalty left between them")
             break
         setting = replace(config, k_coef=k_coef)
+        started = time.perf_counter()
         training = train_node_masks(space, splits.train, setting)
+        trained = time.perf_counter()
         search = smallest_circuit_meeting_target(
-            space, training.ranking, splits.select, config.target_loss
+            space, training.ranking, splits.select, config.target_loss, config.clean_up
         )
         circuit = search.circuit
         met = circuit.loss <= config.target_loss
@@ -101,7 +105,9 @@ def sweep_mask_settings(
         log(
             f"  sweep {index + 1}/{settings} k_coef {k_coef:g}: {circuit.nodes} nodes, {edges} "
             f"edges ({training.active} active after mask training), selection loss "
-            f"{circuit.loss:.4f}{'' if met else ' (target not met)'}"
+            f"{circuit.loss:.4f}{'' if met else ' (target not met)'} [masks "
+            f"{trained - started:.0f} s, search {time.perf_counter() - trained:.0f} s over "
+            f"{len(search.tried)} k]"
         )
         closest = min(closest, circuit.loss)
         if met and (best is None or edges < best.edges):

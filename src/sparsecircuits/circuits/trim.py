@@ -48,12 +48,16 @@ def trim_circuit(
     order: list[int],
     target_loss: float,
     margin: float,
+    tries: int | None = None,
 ) -> TrimResult:
-    """Drop nodes of `circuit` (tried in `order`) while `measure(keep)` stays within
-    target - margin (or within the circuit's own loss, if that is already above it)."""
+    """Drop nodes of `circuit` (tried in `order`, at most `tries` of them) while
+    `measure(keep)` stays within target - margin (or within the circuit's own loss, if that is
+    already above it)."""
     bound = max(target_loss - margin, circuit.loss)
     drops, rejected, tried = [], [], 0
     for node in order:
+        if tries is not None and tried >= tries:
+            break
         if not circuit.keep[node]:
             continue  # an earlier drop left it idle
         trial = circuit.keep.clone()
@@ -76,9 +80,16 @@ def trim_found_circuit(
     select: TaskBatch,
     target_loss: float,
     margin: float,
+    clean_up: bool = True,
+    tries: int | None = None,
 ) -> TrimResult:
     """`circuit` with the nodes the task does not need dropped."""
     order = trim_order(circuit.keep, scores, space.degrees(circuit.keep))
     return trim_circuit(
-        lambda keep: measure_cleaned(space, keep, select), circuit, order, target_loss, margin
+        lambda keep: measure_cleaned(space, keep, select, clean_up),
+        circuit,
+        order,
+        target_loss,
+        margin,
+        tries,
     )

@@ -33,14 +33,22 @@ class Verification:
 class GrowthChain:
     """Nested circuits from a trimmed circuit up to every node.
 
-    Link 0 is the trimmed circuit; the next links undo trimming's drops, most needed first;
+    Link 0 is the trimmed circuit; the next links undo trimming's drops, most needed first
+    (or, without `by_need`, the last drop first);
     the links after those add the remaining nodes by the mask ranking. Links are built when
     asked for: a model can have 10^5 nodes.
     """
 
-    def __init__(self, trimmed: torch.Tensor, drops: list[Drop], ranking: torch.Tensor) -> None:
+    def __init__(
+        self,
+        trimmed: torch.Tensor,
+        drops: list[Drop],
+        ranking: torch.Tensor,
+        by_need: bool = True,
+    ) -> None:
         self.trimmed = trimmed
-        self.restores = [drop.nodes for drop in sorted(drops, key=lambda drop: -drop.need)]
+        ordered = sorted(drops, key=lambda drop: -drop.need) if by_need else drops[::-1]
+        self.restores = [drop.nodes for drop in ordered]
         untrimmed = trimmed.clone()
         for nodes in self.restores:
             untrimmed[nodes] = True
@@ -64,6 +72,7 @@ def verify_circuit(
     select: TaskBatch,
     verify: TaskBatch,
     target_loss: float,
+    clean_up: bool = True,
 ) -> Verification:
     """The first circuit of `chain` (roughly: the smallest) meeting the target on `verify`.
 
@@ -74,7 +83,8 @@ def verify_circuit(
     fitted: dict[int, tuple[torch.Tensor, Calibration, torch.Tensor]] = {}
 
     def loss_at(link: int) -> float:
-        keep = remove_idle_nodes(space, chain[link - 1])
+        keep = chain[link - 1]
+        keep = remove_idle_nodes(space, keep) if clean_up else keep
         calibration = fit_calibration(space.margins(select, keep), select)
         margin = space.margins(verify, keep)
         fitted[link] = (keep, calibration, margin_loss(calibration.apply(margin, verify)))

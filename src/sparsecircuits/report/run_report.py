@@ -1,4 +1,5 @@
-"""The HTML report of one training run: loss curve, density per layer, greedy completions.
+"""The HTML report of one training run: loss curve, density per layer, greedy completions,
+and, beside a reference model, the same completions and task results side by side.
 
 Rendered by an autoescaping template (`sparsecircuits.render`): every string from the run's
 config, the corpus, the model or a circuit file is escaped, every number goes through the
@@ -17,6 +18,7 @@ import torch
 
 from sparsecircuits.files import write_text_atomic
 from sparsecircuits.render import render, template_environment
+from sparsecircuits.tasks import evaluate_pairs, task_pairs
 from sparsecircuits.train import Run, load_run
 from sparsecircuits.train.plots import plot_loss_curve
 from sparsecircuits.train.summary import summarize_run
@@ -34,6 +36,9 @@ DEFAULT_PROMPTS = (
     "try:\n    value = int(text)\nexcept ValueError:\n    ",
 )
 
+# Tasks the side-by-side table scores: two any small model learns, two that need more.
+COMPARED_TASKS = ("while_return_true", "single_double_quote", "if_equals", "bracket_counting")
+
 TEMPLATES = template_environment("sparsecircuits.report")
 
 
@@ -46,6 +51,36 @@ def greedy_completions(run: Run, prompts: tuple[str, ...], max_new_tokens: int =
         generated = run.model.generate(tokens, max_new_tokens)[0, len(ids) :].tolist()
         completions.append({"prompt": prompt, "completion": run.tokenizer.decode(generated)})
     return completions
+
+
+def task_results(run: Run, tasks: tuple[str, ...], n: int = 128) -> dict[str, dict]:
+    """Loss and accuracy of `run` on the test pairs of each task, by task name."""
+    return {
+        task: evaluate_pairs(task, task_pairs(task, "test", n), run.model, run.tokenizer)
+        for task in tasks
+    }
+
+
+def side_by_side(run: Run, reference: Run, prompts: tuple[str, ...]) -> dict:
+    """What training buys: `run` and `reference` on the same prompts and tasks."""
+    ours, theirs = greedy_completions(run, prompts), greedy_completions(reference, prompts)
+    return {
+        "path": str(reference.path),
+        "val_loss": reference.state.get("val_loss"),
+        "tokens": reference.state.get("tokens"),
+        "completions": [
+            {"prompt": a["prompt"], "ours": a["completion"], "theirs": b["completion"]}
+            for a, b in zip(ours, theirs, strict=True)
+        ],
+        "tasks": [
+            {"task": task, "ours": mine, "theirs": other}
+            for (task, mine), other in zip(
+                task_results(run, COMPARED_TASKS).items(),
+                task_results(reference, COMPARED_TASKS).values(),
+                strict=True,
+            )
+        ],
+    }
 
 
 def density_per_layer_png(summary: dict) -> bytes:
@@ -72,14 +107,17 @@ def write_run_report(
     out_path: Path,
     prompts: tuple[str, ...] = DEFAULT_PROMPTS,
     circuit: dict | None = None,
+    reference: Path | None = None,
     **extra: object,
 ) -> Path:
     """Write a self-contained HTML report (images inlined) for the run in `run_dir`.
 
     `circuit`, if given, is {"record": circuit file dict, "svg": its drawing (from
     `circuits.draw.circuit_svg`), "page": link, "total_nodes": nodes in the model}.
+    `reference`, if given, is a trained model shown beside this one (completions, tasks).
     """
     run = load_run(run_dir)
+    compared = side_by_side(run, load_run(reference), prompts) if reference else None
     summary = summarize_run(run)
     curve = plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png").read_bytes()
     html = render(
@@ -93,6 +131,7 @@ def write_run_report(
         density_plot=data_uri(density_per_layer_png(summary)),
         completions=greedy_completions(run, prompts),
         circuit=circuit,
+        compared=compared,
         extra=extra,
     )
     return write_text_atomic(out_path, html)

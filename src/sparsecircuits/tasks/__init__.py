@@ -13,6 +13,7 @@ from here.
 from sparsecircuits.tasks.metrics import (
     answer_margins,
     candidate_logits,
+    evaluate_pairs,
     evaluate_task,
     margin_loss,
     task_accuracy,
@@ -40,6 +41,7 @@ __all__ = [
     "answer_margins",
     "candidate_logits",
     "encode_pairs",
+    "evaluate_pairs",
     "evaluate_task",
     "get_task",
     "margin_loss",

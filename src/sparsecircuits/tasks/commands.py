@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
@@ -11,18 +10,13 @@ from sparsecircuits.cli_types import DEVICE_OPTION
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import json_text
-from sparsecircuits.tasks.metrics import evaluate_task
+from sparsecircuits.tasks.metrics import evaluate_pairs
 from sparsecircuits.tasks.pairs import (
-    TaskPair,
     answer_token,
     describe_skips,
-    encode_usable_pairs,
     read_pairs_jsonl,
 )
 from sparsecircuits.tasks.suite import SPLITS, TASKS, get_task, task_pairs
-
-if TYPE_CHECKING:
-    from sparsecircuits.train import Run
 
 LOSS_MEANING = (
     "loss: -log p(correct answer token) in nats, softmax over the two answer tokens only, at each "
@@ -143,9 +137,10 @@ def eval_tasks(
     loaded = load_run(run, device)
     rows = []
     for name in task_names:
-        rows.append(evaluate_pairs(name, task_pairs(name, "test", n, seed), loaded, batch_size))
+        pairs = task_pairs(name, "test", n, seed)
+        rows.append(evaluate_pairs(name, pairs, loaded.model, loaded.tokenizer, batch_size))
     for label, pairs in custom:
-        rows.append(evaluate_pairs(label, pairs, loaded, batch_size))
+        rows.append(evaluate_pairs(label, pairs, loaded.model, loaded.tokenizer, batch_size))
     if all(row["n"] == 0 for row in rows):
         first = rows[0]
         n_pairs = sum(first["skipped"].values())
@@ -156,15 +151,6 @@ def eval_tasks(
         return
     data = f"test split (seed {seed}), {n} pairs per task" if task_names else "custom pairs"
     print_table(rows, data, loaded.path)
-
-
-def evaluate_pairs(label: str, pairs: list[TaskPair], loaded: Run, batch_size: int) -> dict:
-    n_ctx = loaded.model.config.n_ctx
-    batch, skipped = encode_usable_pairs(pairs, loaded.tokenizer, n_ctx)
-    if batch is None:
-        return {"task": label, "n": 0, "loss": None, "accuracy": None, "skipped": skipped}
-    metrics = evaluate_task(loaded.model, batch, batch_size)
-    return {"task": label, **metrics, "skipped": skipped}
 
 
 def print_table(rows: list[dict], data: str, checkpoint: Path) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.model import GPT
-from sparsecircuits.tasks.pairs import TaskBatch
+from sparsecircuits.tasks.pairs import TaskBatch, TaskPair, encode_usable_pairs
 
 
 def candidate_logits(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
@@ -63,6 +64,16 @@ def margin_loss(margin: torch.Tensor) -> torch.Tensor:
     """Per-sequence task loss from answer margins: -log(e^c / (e^c + e^w)) = softplus(w - c),
     without forming the softmax."""
     return F.softplus(-margin)
+
+
+def evaluate_pairs(
+    label: str, pairs: list[TaskPair], model: GPT, tokenizer: CodeTokenizer, batch_size: int = 64
+) -> dict:
+    """`evaluate_task` on pairs as text, with the pairs the tokenizer cannot use counted."""
+    batch, skipped = encode_usable_pairs(pairs, tokenizer, model.config.n_ctx)
+    if batch is None:
+        return {"task": label, "n": 0, "loss": None, "accuracy": None, "skipped": skipped}
+    return {"task": label, **evaluate_task(model, batch, batch_size), "skipped": skipped}
 
 
 def evaluate_task(model: GPT, batch: TaskBatch, batch_size: int = 64) -> dict:

@@ -7,7 +7,13 @@ claims) and `validation` (schemas of the files it reads) only;
 everything downstream loads a trained model through `load_run`.
 """
 
-from sparsecircuits.train.checkpoint import Run, load_run, resolve_checkpoint, save_checkpoint
+from sparsecircuits.train.checkpoint import (
+    Run,
+    load_run,
+    resolve_checkpoint,
+    save_checkpoint,
+    usable_device,
+)
 from sparsecircuits.train.config import PRESETS, TrainConfig, preset_configs, steps_for_tokens
 from sparsecircuits.train.trainer import TrainResult, train
 from sparsecircuits.train.weight_sparsity import density_report, project_to_density, topk_mask
@@ -23,6 +29,7 @@ __all__ = [
     "project_to_density",
     "resolve_checkpoint",
     "save_checkpoint",
+    "usable_device",
     "steps_for_tokens",
     "topk_mask",
     "train",

@@ -1,0 +1,52 @@
+"""Checks of a found circuit beyond its own loss: the same nodes under the other ablation and
+on nonsense answers (cheap: no pruning, see circuits.controls for the controls that prune).
+
+Nonsense answers: the task's pairs with the two answers swapped in a random half of the pairs
+(fixed seed), so the answer no longer follows from the prompt. A circuit that does the task
+scores about chance there (ln 2 = 0.693), whatever it does on the real answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from sparsecircuits.circuits.prune import fit_calibration
+from sparsecircuits.circuits.space import CircuitSpace
+from sparsecircuits.tasks import TaskBatch, margin_loss
+
+OTHER_ABLATION = {"mean": "zero", "zero": "mean"}
+
+
+def nonsense_batch(batch: TaskBatch, seed: int = 0) -> TaskBatch:
+    """`batch` with the answers of a random half of its pairs swapped, in both prompts."""
+    swap = torch.rand(batch.n_pairs, generator=torch.Generator().manual_seed(seed)) < 0.5
+    rows = torch.cat([swap, swap])
+    return replace(
+        batch,
+        correct=torch.where(rows, batch.wrong, batch.correct),
+        wrong=torch.where(rows, batch.correct, batch.wrong),
+    )
+
+
+@torch.no_grad()
+def circuit_checks(
+    space: CircuitSpace,
+    other: CircuitSpace,
+    keep: torch.Tensor,
+    select: TaskBatch,
+    test: TaskBatch,
+) -> dict:
+    """The found circuit under the other ablation (`other`), and on nonsense answers: test
+    losses, each calibrated on the selection pairs as the circuit itself is."""
+
+    def loss(in_space: CircuitSpace, fit_on: TaskBatch, measure_on: TaskBatch) -> float:
+        calibration = fit_calibration(in_space.margins(fit_on, keep), fit_on)
+        margin = calibration.apply(in_space.margins(measure_on, keep), measure_on)
+        return float(margin_loss(margin).mean())
+
+    return {
+        "other_ablation_loss": loss(other, select, test),
+        "nonsense_task_loss": loss(space, nonsense_batch(select), nonsense_batch(test, 1)),
+    }
