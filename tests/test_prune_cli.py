@@ -68,7 +68,7 @@ def test_prune_finds_a_small_sufficient_and_necessary_circuit(
     assert summary["full_model_loss"] < 0.3
     total_nodes = 2 * (7 * 32 + 128) + 32
     assert 0 < summary["nodes"] < total_nodes / 4
-    assert summary["circuit_loss"] < 0.45  # target met on held-out pairs, checked on test pairs
+    assert summary["circuit_loss"] < 0.45  # target met on selection pairs, checked on test pairs
     assert summary["ablated_circuit_loss"] > summary["circuit_loss"] + 0.1
     assert summary["random_circuit_loss"] > summary["circuit_loss"] + 0.1
     record = json.loads(circuit_file.read_text())
