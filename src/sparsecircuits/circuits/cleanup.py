@@ -4,7 +4,7 @@ A top-k ranking keeps whole prefixes, so a circuit can hold nodes that do nothin
 ablation:
 - a q, k, v or MLP output channel none of whose inputs is kept: a linear map of ablated
   inputs is a constant, and with mean ablation that constant is its own mean, the value
-  ablation would give it (exact unless the model has AbsTopK);
+  ablation would give it;
 - an attention output channel none of whose value channels is kept: a constant too (its mean
   up to the difference between the attention-weighted and the plain mean of v);
 - a norm-output read, an MLP neuron or a value channel none of whose outputs is kept: nothing
@@ -16,7 +16,8 @@ ablation:
 Removing one can strand others, so the rules repeat until the circuit stops changing. Pruning
 cleans every circuit before measuring it, so idle nodes never count as nodes or edges. Two rules
 are only nearly exact (attention outputs, unread writes); `exact_only` leaves them out, and
-pruning measures every cleaned circuit, so what they change shows in its loss.
+pruning measures every cleaned circuit, so what they change shows in its loss. In a model with
+AbsTopK no rule is exact (a top-k couples the channels of a site).
 """
 
 from __future__ import annotations
@@ -37,8 +38,13 @@ def remove_idle_nodes(
 ) -> torch.Tensor:
     """`keep` without its idle nodes (a new tensor)."""
     keep = keep.clone()
+    config = space.model.config
+    if exact_only and config.afrac is not None:
+        # AbsTopK couples the channels of a site (which survive depends on all of them), so no
+        # rule is exact there; the full clean-up still applies, and pruning measures its result.
+        return keep
     unfed = MEAN_WITHOUT_INPUTS + (() if exact_only else NEARLY_MEAN_WITHOUT_INPUTS)
-    patterns = not exact_only or space.model.config.attention_sink is False
+    patterns = not exact_only or config.attention_sink is False
     while True:
         before = int(keep.sum())
         drop_unfed_nodes(space, keep, unfed)
