@@ -12,9 +12,11 @@ from dataclasses import replace
 
 import torch
 
-from sparsecircuits.circuits.prune import fit_calibration
-from sparsecircuits.circuits.space import CircuitSpace
-from sparsecircuits.tasks import TaskBatch, margin_loss
+from sparsecircuits.circuits.prune import calibrated_loss
+from sparsecircuits.circuits.space import CircuitSpace, circuit_space
+from sparsecircuits.circuits.task_data import TaskSplits
+from sparsecircuits.tasks import TaskBatch
+from sparsecircuits.train import Run
 
 OTHER_ABLATION = {"mean": "zero", "zero": "mean"}
 
@@ -32,21 +34,16 @@ def nonsense_batch(batch: TaskBatch, seed: int = 0) -> TaskBatch:
 
 @torch.no_grad()
 def circuit_checks(
-    space: CircuitSpace,
-    other: CircuitSpace,
-    keep: torch.Tensor,
-    select: TaskBatch,
-    test: TaskBatch,
+    run: Run, space: CircuitSpace, ablation: str, keep: torch.Tensor, splits: TaskSplits
 ) -> dict:
-    """The found circuit under the other ablation (`other`), and on nonsense answers: test
-    losses, each calibrated on the selection pairs as the circuit itself is."""
-
-    def loss(in_space: CircuitSpace, fit_on: TaskBatch, measure_on: TaskBatch) -> float:
-        calibration = fit_calibration(in_space.margins(fit_on, keep), fit_on)
-        margin = calibration.apply(in_space.margins(measure_on, keep), measure_on)
-        return float(margin_loss(margin).mean())
-
+    """The found circuit under the other ablation, and on nonsense answers: test losses, each
+    calibrated on the selection pairs as the circuit itself is."""
+    other = OTHER_ABLATION[ablation]
+    select, test = splits.select, splits.test
     return {
-        "other_ablation_loss": loss(other, select, test),
-        "nonsense_task_loss": loss(space, nonsense_batch(select), nonsense_batch(test, 1)),
+        "other_ablation": other,
+        "other_ablation_loss": calibrated_loss(circuit_space(run, other), keep, select, test),
+        "nonsense_task_loss": calibrated_loss(
+            space, keep, nonsense_batch(select), nonsense_batch(test, 1)
+        ),
     }

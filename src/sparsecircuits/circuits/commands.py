@@ -21,6 +21,22 @@ from sparsecircuits.cli_types import (
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import json_text
 
+# Shared by `prune` and `frontier`, which prune with the same recipe.
+STEPS_OPTION = click.option(
+    "--steps",
+    default=PruneConfig.steps,
+    show_default=True,
+    type=POSITIVE_INT,
+    help="Mask-training steps per setting.",
+)
+SWEEP_OPTION = click.option(
+    "--sweep",
+    default=DEFAULT_SETTINGS,
+    show_default=True,
+    type=POSITIVE_INT,
+    help="Settings of the node penalty tried per task (1 = no sweep).",
+)
+
 
 def log_to_stderr(message: str) -> None:
     click.echo(message, err=True)
@@ -44,13 +60,7 @@ def log_to_stderr(message: str) -> None:
     help="Task loss the circuit must reach; well below chance (ln 2 = 0.693).",
 )
 @click.option("--ablation", type=click.Choice(["mean", "zero"]), default="mean", show_default=True)
-@click.option(
-    "--steps",
-    default=PruneConfig.steps,
-    show_default=True,
-    type=POSITIVE_INT,
-    help="Mask-training steps per setting.",
-)
+@STEPS_OPTION
 @click.option(
     "--k-coef",
     default=PruneConfig.k_coef,
@@ -58,13 +68,7 @@ def log_to_stderr(message: str) -> None:
     type=POSITIVE_FLOAT,
     help="Node penalty of the first setting; the sweep moves from there.",
 )
-@click.option(
-    "--sweep",
-    default=DEFAULT_SETTINGS,
-    show_default=True,
-    type=POSITIVE_INT,
-    help="Settings tried (1 = no sweep).",
-)
+@SWEEP_OPTION
 @click.option(
     "--trim/--no-trim",
     default=True,
@@ -177,9 +181,12 @@ def circuit_eval(
     as_json: bool,
 ) -> None:
     """Losses of a saved circuit on other pairs (is it faithful beyond its pruning data?)."""
-    from sparsecircuits.circuits.checks import OTHER_ABLATION, circuit_checks
+    from dataclasses import replace
+
+    from sparsecircuits.circuits.checks import circuit_checks
     from sparsecircuits.circuits.circuit_file import circuit_on_model, model_hash, read_circuit
-    from sparsecircuits.circuits.pipeline import circuit_space, measure_circuit
+    from sparsecircuits.circuits.pipeline import measure_circuit
+    from sparsecircuits.circuits.space import circuit_space
     from sparsecircuits.train import load_run, usable_device
 
     usable_device(device)  # a flag's mistake before any file's
@@ -195,14 +202,11 @@ def circuit_eval(
     circuit_record = circuit_on_model(record, loaded, space)
     splits = task_splits(loaded, task, pairs_file, seed)
     # The controls are calibrated on pairs apart from the ones measured, as in `prune`.
-    select, test = splits.select, splits.test
-    if pairs_file is not None:  # the whole file but its test part
-        select = splits.train
+    if pairs_file is not None:  # a pairs file: on its largest part
+        splits = replace(splits, select=splits.train)
     keep = circuit_record.keep
-    metrics = measure_circuit(space, keep, circuit_record.calibration, select, test)
-    other = circuit_space(loaded, OTHER_ABLATION[record["ablation"]])
-    metrics["other_ablation"] = OTHER_ABLATION[record["ablation"]]
-    metrics |= circuit_checks(space, other, keep, select, test)
+    metrics = measure_circuit(space, keep, circuit_record.calibration, splits.select, splits.test)
+    metrics |= circuit_checks(loaded, space, record["ablation"], keep, splits)
     result = {
         "task": splits.name,
         "circuit_task": record["task"],
@@ -249,20 +253,8 @@ def circuit_draw(circuit_file: Path, out: Path, run: Path | None) -> None:
 @click.option("--tasks", "task_names", required=True, help="Comma-separated task names.")
 @click.option("--out", required=True, type=OutputPath(), help="PNG plot.")
 @click.option("--target-loss", default=0.15, show_default=True, type=TARGET_LOSS)
-@click.option(
-    "--sweep",
-    default=DEFAULT_SETTINGS,
-    show_default=True,
-    type=POSITIVE_INT,
-    help="Settings tried per task.",
-)
-@click.option(
-    "--steps",
-    default=PruneConfig.steps,
-    show_default=True,
-    type=POSITIVE_INT,
-    help="Mask steps per setting.",
-)
+@SWEEP_OPTION
+@STEPS_OPTION
 @click.option("--fresh", is_flag=True, help="Prune again even where a stored result exists.")
 @click.option("--json", "as_json", is_flag=True)
 def frontier(

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sparsecircuits.circuits.checks import OTHER_ABLATION, circuit_checks
-from sparsecircuits.circuits.nodes import load_or_compute_means, node_groups
-from sparsecircuits.circuits.prune import Calibration, PruneConfig, fit_calibration, margin_loss
-from sparsecircuits.circuits.space import CircuitSpace
+from sparsecircuits.circuits.checks import circuit_checks
+from sparsecircuits.circuits.prune import Calibration, PruneConfig, calibrated_loss, margin_loss
+from sparsecircuits.circuits.space import CircuitSpace, circuit_space
 from sparsecircuits.circuits.sweep import DEFAULT_SETTINGS, sweep_mask_settings
 from sparsecircuits.circuits.task_data import TaskSplits
 from sparsecircuits.circuits.trim import TrimResult, trim_found_circuit
@@ -44,24 +43,6 @@ class PruneOutcome:
     config: PruneConfig
     metrics: dict
     sweep: list[dict] = field(default_factory=list)
-
-
-def replacement_values(run: Run, ablation: str) -> dict[str, torch.Tensor]:
-    """What a pruned node is replaced by: its pretraining mean, or zero."""
-    groups = node_groups(run.model_config)
-    if ablation == "zero":
-        return {group.hook: torch.zeros(group.width) for group in groups}
-    if ablation != "mean":
-        raise UserError(f"unknown ablation {ablation!r} (use mean or zero)")
-    return load_or_compute_means(run)
-
-
-def circuit_space(run: Run, ablation: str) -> CircuitSpace:
-    """The circuit space of `run`'s model, frozen for pruning."""
-    model = run.model.eval()
-    for param in model.parameters():
-        param.requires_grad_(False)
-    return CircuitSpace(model, replacement_values(run, ablation))
 
 
 def prune_to_target_loss(
@@ -133,9 +114,7 @@ def prune_to_target_loss(
         space, verified.keep, verified.calibration, splits.select, splits.test, config.seed
     )
     if checks:
-        other = circuit_space(run, OTHER_ABLATION[config.ablation])
-        metrics["other_ablation"] = OTHER_ABLATION[config.ablation]
-        metrics |= circuit_checks(space, other, verified.keep, splits.select, splits.test)
+        metrics |= circuit_checks(run, space, config.ablation, verified.keep, splits)
     metrics["seconds"] = time.perf_counter() - started
     metrics["trim"] = {} if trimmed is None else trim_summary(trimmed)
     metrics["verification"] = checked
@@ -149,16 +128,6 @@ def prune_to_target_loss(
         metrics,
         sweep.history,
     )
-
-
-def calibrated_loss(
-    space: CircuitSpace, keep: torch.Tensor, select: TaskBatch, test: TaskBatch
-) -> float:
-    """Test loss of the circuit `keep`, calibrated on the selection pairs (as circuits are)."""
-    hooks = space.hooks(keep)
-    calibration = fit_calibration(space.margins(select, hooks=hooks), select)
-    margin = space.margins(test, hooks=hooks)
-    return float(margin_loss(calibration.apply(margin, test)).mean())
 
 
 @torch.no_grad()

@@ -192,6 +192,23 @@ def rank_nodes(
     return order[torch.argsort(tau[order], descending=True, stable=True)]
 
 
+def calibrated_pair_losses(
+    space: CircuitSpace, keep: torch.Tensor, fit_on: TaskBatch, measure_on: TaskBatch
+) -> tuple[Calibration, torch.Tensor]:
+    """Per-sequence losses of the circuit `keep` on `measure_on`, after a calibration fitted on
+    `fit_on` (as every circuit is calibrated on pairs apart from those it is measured on)."""
+    hooks = space.hooks(keep)
+    calibration = fit_calibration(space.margins(fit_on, hooks=hooks), fit_on)
+    margin = space.margins(measure_on, hooks=hooks)
+    return calibration, margin_loss(calibration.apply(margin, measure_on))
+
+
+def calibrated_loss(
+    space: CircuitSpace, keep: torch.Tensor, fit_on: TaskBatch, measure_on: TaskBatch
+) -> float:
+    return float(calibrated_pair_losses(space, keep, fit_on, measure_on)[1].mean())
+
+
 @dataclass
 class Measured:
     """A cleaned circuit and its calibrated loss on the pairs it was measured on."""

@@ -20,11 +20,13 @@ from functools import cached_property
 import torch
 
 from sparsecircuits.circuits.masks import blend_hook
-from sparsecircuits.circuits.nodes import NodeGroup, node_groups
+from sparsecircuits.circuits.nodes import NodeGroup, load_or_compute_means, node_groups
+from sparsecircuits.errors import UserError
 from sparsecircuits.model import GPT
 from sparsecircuits.model.hooks import HookFn
 from sparsecircuits.tasks import TaskBatch
 from sparsecircuits.tasks import answer_margins as task_answer_margins
+from sparsecircuits.train import Run
 
 # (source kind, target kind, weight attribute path inside a block); weights are [out, in].
 WEIGHTED_LINKS = (
@@ -177,3 +179,21 @@ class CircuitSpace:
             degrees[self.span(link.source)] += (targets @ link.nonzero) * sources
             degrees[self.span(link.target)] += (link.nonzero @ sources) * targets
         return degrees.long()
+
+
+def replacement_values(run: Run, ablation: str) -> dict[str, torch.Tensor]:
+    """What a pruned node is replaced by: its pretraining mean, or zero."""
+    groups = node_groups(run.model_config)
+    if ablation == "zero":
+        return {group.hook: torch.zeros(group.width) for group in groups}
+    if ablation != "mean":
+        raise UserError(f"unknown ablation {ablation!r} (use mean or zero)")
+    return load_or_compute_means(run)
+
+
+def circuit_space(run: Run, ablation: str) -> CircuitSpace:
+    """The circuit space of `run`'s model, frozen for pruning."""
+    model = run.model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return CircuitSpace(model, replacement_values(run, ablation))

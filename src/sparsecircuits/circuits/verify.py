@@ -17,10 +17,14 @@ from dataclasses import dataclass
 import torch
 
 from sparsecircuits.circuits.cleanup import remove_idle_nodes
-from sparsecircuits.circuits.prune import Calibration, fit_calibration, smallest_k_meeting_target
+from sparsecircuits.circuits.prune import (
+    Calibration,
+    calibrated_pair_losses,
+    smallest_k_meeting_target,
+)
 from sparsecircuits.circuits.space import CircuitSpace
 from sparsecircuits.circuits.trim import Drop
-from sparsecircuits.tasks import TaskBatch, margin_loss
+from sparsecircuits.tasks import TaskBatch
 
 
 @dataclass
@@ -85,9 +89,7 @@ def verify_circuit(
     def loss_at(link: int) -> float:
         keep = chain[link - 1]
         keep = remove_idle_nodes(space, keep) if clean_up else keep
-        calibration = fit_calibration(space.margins(select, keep), select)
-        margin = space.margins(verify, keep)
-        fitted[link] = (keep, calibration, margin_loss(calibration.apply(margin, verify)))
+        fitted[link] = (keep, *calibrated_pair_losses(space, keep, select, verify))
         return float(fitted[link][2].mean())
 
     # The chain grows by one node a link at first: doubling the step keeps the checks few.
