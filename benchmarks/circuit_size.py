@@ -27,8 +27,8 @@ from sparsecircuits.circuits.store import PruneStore, stored_prune_metrics
 from sparsecircuits.circuits.sweep import DEFAULT_SETTINGS
 from sparsecircuits.circuits.task_data import task_splits
 from sparsecircuits.errors import UserError
+from sparsecircuits.loading import load_run
 from sparsecircuits.tasks import TASKS, evaluate_task
-from sparsecircuits.train import load_run
 
 
 def main() -> None:

@@ -12,9 +12,9 @@ from safetensors.torch import save_file
 from cli_runner import run_cli
 from sparsecircuits.cli import cli
 from sparsecircuits.errors import UserError
-from sparsecircuits.train import load_run
+from sparsecircuits.loading import load_run
+from sparsecircuits.loading.weights_file import load_weights, save_weights
 from sparsecircuits.train.flags import build_train_configs, train_command
-from sparsecircuits.train.weights_file import load_weights, save_weights
 
 
 def test_packed_weights_round_trip_exactly_and_shrink(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from sparsecircuits.files import (
     remove_stale_temporaries,
     write_text_atomic,
 )
-from sparsecircuits.train.checkpoint import CHECKPOINTS, LATEST, latest_name
+from sparsecircuits.loading.checkpoint import CHECKPOINTS, LATEST, latest_name
 
 REFERENCE = Path(__file__).parent.parent / "models" / "reference-sparse"
 

@@ -20,13 +20,12 @@ from sparsecircuits.circuits.circuit_file import circuit_on_model, read_circuit
 from sparsecircuits.circuits.nodes import MEANS_FILE, load_or_compute_means, node_groups
 from sparsecircuits.cli import main
 from sparsecircuits.errors import UserError
+from sparsecircuits.loading import TrainConfig, load_run
+from sparsecircuits.loading.checkpoint import latest_name, load_optimizer_state
+from sparsecircuits.loading.weights_file import save_weights
 from sparsecircuits.model import GPT, GPTConfig
 from sparsecircuits.tasks import read_pairs_jsonl
-from sparsecircuits.train import load_run
-from sparsecircuits.train.checkpoint import latest_name, load_optimizer_state
-from sparsecircuits.train.config import TrainConfig
 from sparsecircuits.train.trainer import build_optimizer
-from sparsecircuits.train.weights_file import save_weights
 
 
 def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> str:

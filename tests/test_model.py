@@ -51,6 +51,15 @@ def test_cache_records_only_what_was_asked():
     assert not any(point.active for point in model._hook_points.values())
 
 
+def test_stopping_at_a_layer_returns_its_residual_and_runs_no_later_block():
+    model = make_model()
+    _, cache = model.run_with_cache(TOKENS, ["blocks.0.hook_resid_post", "blocks.1.*"])
+    with model.cache("blocks.1.*") as later:
+        residual = model(TOKENS, stop_at_layer=1)
+    torch.testing.assert_close(residual, cache["blocks.0.hook_resid_post"])
+    assert len(later) == 0
+
+
 def test_final_residual_gives_the_logits():
     model = make_model()
     logits, cache = model.run_with_cache(TOKENS, ["blocks.1.hook_resid_post", "hook_final_norm"])

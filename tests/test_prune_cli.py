@@ -18,6 +18,7 @@ from cli_runner import run_in_process as run_cli
 from sparsecircuits.circuits import frontier as frontier_module
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.errors import UserError
+from sparsecircuits.loading import load_run, save_checkpoint
 from sparsecircuits.model import GPT, GPTConfig
 from sparsecircuits.tasks import (
     answer_margins,
@@ -26,7 +27,7 @@ from sparsecircuits.tasks import (
     task_pairs,
     write_pairs_jsonl,
 )
-from sparsecircuits.train import load_run, project_to_density, save_checkpoint
+from sparsecircuits.train import project_to_density
 
 TASK = "single_double_quote"
 LOSS_FIELDS = ("circuit_loss", "full_model_loss", "ablated_circuit_loss", "random_circuit_loss")

@@ -34,9 +34,9 @@ def test_demo_command_trains_and_writes_its_report(tmp_path, corpus_dir, tiny_ru
 def test_report_puts_the_run_beside_a_reference_model(tiny_run, tmp_path):
     from pathlib import Path
 
+    from sparsecircuits.loading import load_run
     from sparsecircuits.report.run_report import COMPARED_TASKS
     from sparsecircuits.tasks import evaluate_pairs, task_pairs
-    from sparsecircuits.train import load_run
 
     reference = Path(__file__).parents[1] / "models" / "reference-sparse"
     prompts = ("x = '<b>bold</b>'\nprint(x", "def f(a, b):\n    return")

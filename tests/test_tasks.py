@@ -15,6 +15,7 @@ from tokenizers import Tokenizer
 
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.errors import UserError
+from sparsecircuits.loading import save_checkpoint
 from sparsecircuits.model import GPT, GPTConfig
 from sparsecircuits.tasks import (
     TASKS,
@@ -30,7 +31,6 @@ from sparsecircuits.tasks import (
 )
 from sparsecircuits.tasks.commands import tasks
 from sparsecircuits.tasks.templates_context import scope
-from sparsecircuits.train import save_checkpoint
 
 SPEC_TASKS = {
     "single_double_quote", "final_kwarg", "set_or_string", "set_or_string_fixedvarname",

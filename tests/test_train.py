@@ -13,9 +13,10 @@ import torch
 
 from cli_runner import run_cli
 from sparsecircuits.errors import UserError
+from sparsecircuits.loading import load_run
+from sparsecircuits.loading.checkpoint import latest_name
 from sparsecircuits.model import next_token_loss
-from sparsecircuits.train import load_run, preset_configs, train
-from sparsecircuits.train.checkpoint import latest_name
+from sparsecircuits.train import preset_configs, train
 from sparsecircuits.train.flags import train_command
 
 

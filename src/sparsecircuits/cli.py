@@ -39,6 +39,18 @@ STAGE_COMMANDS = {
         "sparsecircuits.circuits.commands",
         "Validation loss against circuit size (geometric mean of...",
     ),
+    "explain": (
+        "sparsecircuits.explain.commands",
+        "Explain units of RUN in words, simulate them from the...",
+    ),
+    "explanations": (
+        "sparsecircuits.explain.commands",
+        "Query a database of explanations (`sparsecircuits explain...",
+    ),
+    "puzzles": (
+        "sparsecircuits.explain.commands",
+        "Synthetic units with a known explanation: does the scorer...",
+    ),
 }
 
 
@@ -130,7 +142,7 @@ def train(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(run: Path, as_json: bool) -> None:
     """Sizes, density and loss of a trained run or checkpoint."""
-    from sparsecircuits.train import load_run
+    from sparsecircuits.loading import load_run
     from sparsecircuits.train.summary import summarize_run
 
     summary = summarize_run(load_run(run))
@@ -189,9 +201,9 @@ def demo(out: Path, tokens: int, data: str, circuit_model: Path, quiet: bool) ->
     import time
 
     from sparsecircuits.circuits.showcase import prune_and_draw
+    from sparsecircuits.loading.checkpoint import latest_name
     from sparsecircuits.report import write_run_report
     from sparsecircuits.train import train as run_training
-    from sparsecircuits.train.checkpoint import latest_name
     from sparsecircuits.train.flags import build_train_configs
 
     started = time.perf_counter()

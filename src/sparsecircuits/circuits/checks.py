@@ -15,8 +15,8 @@ import torch
 from sparsecircuits.circuits.prune import calibrated_loss
 from sparsecircuits.circuits.space import CircuitSpace, circuit_space
 from sparsecircuits.circuits.task_data import TaskSplits
+from sparsecircuits.loading import Run
 from sparsecircuits.tasks import TaskBatch
-from sparsecircuits.train import Run
 
 OTHER_ABLATION = {"mean": "zero", "zero": "mean"}
 

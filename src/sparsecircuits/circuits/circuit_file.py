@@ -25,7 +25,7 @@ from sparsecircuits.circuits.prune import Calibration
 from sparsecircuits.circuits.space import CircuitSpace
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import write_json_atomic
-from sparsecircuits.train import Run
+from sparsecircuits.loading import Run
 from sparsecircuits.validation import field_error, load_json, validate
 
 FORMAT = "sparsecircuits.circuit/1"

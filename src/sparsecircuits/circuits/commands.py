@@ -106,7 +106,7 @@ def prune(
     """
     from sparsecircuits.circuits.circuit_file import outcome_to_record, write_circuit
     from sparsecircuits.circuits.pipeline import prune_to_target_loss
-    from sparsecircuits.train import load_run
+    from sparsecircuits.loading import load_run
 
     loaded = load_run(run, device)
     splits = task_splits(loaded, task, pairs_file, seed)
@@ -187,7 +187,7 @@ def circuit_eval(
     from sparsecircuits.circuits.circuit_file import circuit_on_model, model_hash, read_circuit
     from sparsecircuits.circuits.pipeline import measure_circuit
     from sparsecircuits.circuits.space import circuit_space
-    from sparsecircuits.train import load_run, usable_device
+    from sparsecircuits.loading import load_run, usable_device
 
     usable_device(device)  # a flag's mistake before any file's
     record = read_circuit(circuit_file)
@@ -228,8 +228,8 @@ def circuit_draw(circuit_file: Path, out: Path, run: Path | None) -> None:
     """Draw a circuit file as an HTML page or an SVG image."""
     from sparsecircuits.circuits.circuit_file import circuit_on_model, read_circuit
     from sparsecircuits.circuits.draw import write_drawing
+    from sparsecircuits.loading import load_run
     from sparsecircuits.tasks import TASKS, task_pairs
-    from sparsecircuits.train import load_run
 
     if out.suffix not in (".html", ".svg"):
         raise UserError(f"--out must end in .html or .svg, got {out.name}")

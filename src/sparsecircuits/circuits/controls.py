@@ -28,7 +28,7 @@ from sparsecircuits.circuits.prune import PruneConfig
 from sparsecircuits.circuits.space import CircuitSpace
 from sparsecircuits.circuits.task_data import TaskSplits
 from sparsecircuits.errors import UserError
-from sparsecircuits.train import Run
+from sparsecircuits.loading import Run
 
 
 def permuted_run(run: Run, seed: int = 0) -> Run:

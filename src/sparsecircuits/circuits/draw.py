@@ -24,8 +24,8 @@ from markupsafe import Markup
 
 from sparsecircuits.circuits.nodes import flat_channels, node_groups
 from sparsecircuits.files import write_text_atomic
+from sparsecircuits.loading import Run
 from sparsecircuits.render import number, render, template_environment
-from sparsecircuits.train import Run
 
 TEMPLATES = template_environment("sparsecircuits.circuits")
 

@@ -18,7 +18,7 @@ from sparsecircuits.circuits.prune import PruneConfig
 from sparsecircuits.circuits.store import PruneStore, stored_prune_metrics
 from sparsecircuits.circuits.task_data import task_splits
 from sparsecircuits.errors import UserError
-from sparsecircuits.train import load_run
+from sparsecircuits.loading import load_run
 from sparsecircuits.train.plots import save_figure
 from sparsecircuits.train.summary import summarize_run
 

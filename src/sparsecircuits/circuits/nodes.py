@@ -7,6 +7,7 @@ every q, k and v channel. Each group of nodes is one hook point; a node is (grou
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,11 +15,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from sparsecircuits.data import prepare_data, sample_batch
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import atomic_path
+from sparsecircuits.loading import Run
+from sparsecircuits.loading.activations import iter_activations
 from sparsecircuits.model import GPT, GPTConfig
-from sparsecircuits.train import Run
 from sparsecircuits.validation import field_error
 
 MEANS_FILE = "mean_activations.safetensors"
@@ -62,21 +63,33 @@ def flat_channels(x: torch.Tensor, group: NodeGroup) -> torch.Tensor:
     return x.flatten(-2) if group.kind in ("q", "k", "v") else x
 
 
+def mean_activations(
+    batches: Iterable[dict[str, torch.Tensor]], groups: list[NodeGroup]
+) -> dict[str, torch.Tensor]:
+    """Mean of every node's activation over all positions of a stream of cached batches."""
+    sums = {group.hook: torch.zeros(group.width, dtype=torch.float64) for group in groups}
+    count = 0
+    by_hook = {group.hook: group for group in groups}
+    for cache in batches:
+        for hook in sums:
+            value = flat_channels(cache[hook], by_hook[hook]).double()
+            sums[hook] += value.sum(dim=(0, 1)).cpu()
+        count += value.shape[0] * value.shape[1]
+    return {hook: (total / count).float() for hook, total in sums.items()}
+
+
 @torch.no_grad()
 def compute_mean_activations(
     model: GPT, batches: list[torch.Tensor], groups: list[NodeGroup]
 ) -> dict[str, torch.Tensor]:
     """Mean of every node's activation over all positions of `batches` of token ids."""
-    sums = {group.hook: torch.zeros(group.width, dtype=torch.float64) for group in groups}
-    count = 0
-    by_hook = {group.hook: group for group in groups}
-    for tokens in batches:
-        with model.cache(list(by_hook)) as cache:
-            model(tokens)
-        for hook, value in cache.items():
-            sums[hook] += flat_channels(value, by_hook[hook]).double().sum(dim=(0, 1)).cpu()
-        count += tokens.shape[0] * tokens.shape[1]
-    return {hook: (total / count).float() for hook, total in sums.items()}
+    hooks = [group.hook for group in groups]
+
+    def caches() -> Iterator[dict[str, torch.Tensor]]:
+        for tokens in batches:
+            yield model.run_with_cache(tokens, hooks)[1]
+
+    return mean_activations(caches(), groups)
 
 
 def load_or_compute_means(
@@ -99,28 +112,24 @@ def load_or_compute_means(
 def pretraining_means(
     run: Run, n_sequences: int = 128, batch_size: int = 16, progress: bool = False
 ) -> dict[str, torch.Tensor]:
-    """Mean activations of `run`'s model over sequences of its own training data (not cached:
-    a control model must not leave its means in the real model's folder)."""
+    """Mean activations of `run`'s model over random windows of its own training data (not
+    cached: a control model must not leave its means in the real model's folder)."""
     groups = node_groups(run.model_config)
-    train_config = run.config.get("train", {})
-    spec = train_config.get("data", "stdlib")
+    n_tokens = max(1, n_sequences // batch_size) * batch_size * run.model_config.n_ctx
+    stream = iter_activations(
+        run,
+        [group.hook for group in groups],
+        n_tokens,
+        batch_size,
+        split="train",
+        order="random",
+        seed=1234,
+        progress=progress,
+    )
     try:
-        corpus = prepare_data(
-            spec,
-            tokenizer=run.tokenizer,
-            progress=progress,
-            glob=train_config.get("data_glob", "**/*.py"),
-        )
+        return mean_activations((batch.activations for batch in stream), groups)
     except UserError as error:
-        raise UserError(f"cannot estimate mean activations of {run.path}: {error}") from None
-    generator = torch.Generator().manual_seed(1234)
-    n_ctx = run.model_config.n_ctx
-    batches = [
-        sample_batch(corpus.train, batch_size, n_ctx, generator)[0]
-        for _ in range(max(1, n_sequences // batch_size))
-    ]
-    device = next(run.model.parameters()).device
-    return compute_mean_activations(run.model, [b.to(device) for b in batches], groups)
+        raise UserError(f"cannot estimate mean activations: {error}") from None
 
 
 def read_means(path: Path, groups: list[NodeGroup]) -> dict[str, torch.Tensor]:

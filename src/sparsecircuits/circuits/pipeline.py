@@ -26,8 +26,8 @@ from sparsecircuits.circuits.task_data import TaskSplits
 from sparsecircuits.circuits.trim import TrimResult, trim_found_circuit
 from sparsecircuits.circuits.verify import GrowthChain, verify_circuit
 from sparsecircuits.errors import UserError
+from sparsecircuits.loading import Run
 from sparsecircuits.tasks import TaskBatch
-from sparsecircuits.train import Run
 
 # Bumped whenever a change alters what a prune returns: stored results are keyed by it.
 RECIPE_VERSION = 4

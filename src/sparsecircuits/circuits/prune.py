@@ -39,7 +39,7 @@ class PruneConfig:
     k_coef: float = 3e-4  # the paper's centre is 1e-4; in 150 steps it leaves twice the nodes on
     weight_decay: float = 1e-3
     beta2: float = 0.95
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # gradient norm clip; math.inf switches it off
     init_bias: float = 0.1
     init_noise: float = 0.01
     temperature: float = 1.0

@@ -11,8 +11,8 @@ from sparsecircuits.circuits.pipeline import prune_to_target_loss
 from sparsecircuits.circuits.prune import PruneConfig
 from sparsecircuits.circuits.sweep import DEFAULT_SETTINGS
 from sparsecircuits.circuits.task_data import task_splits
+from sparsecircuits.loading import load_run
 from sparsecircuits.tasks import task_pairs
-from sparsecircuits.train import load_run
 
 
 def prune_and_draw(

@@ -22,11 +22,11 @@ import torch
 from sparsecircuits.circuits.masks import blend_hook
 from sparsecircuits.circuits.nodes import NodeGroup, load_or_compute_means, node_groups
 from sparsecircuits.errors import UserError
+from sparsecircuits.loading import Run
 from sparsecircuits.model import GPT
 from sparsecircuits.model.hooks import HookFn
 from sparsecircuits.tasks import TaskBatch
 from sparsecircuits.tasks import answer_margins as task_answer_margins
-from sparsecircuits.train import Run
 
 # (source kind, target kind, weight attribute path inside a block); weights are [out, in].
 WEIGHTED_LINKS = (

@@ -22,9 +22,11 @@ from sparsecircuits.circuits.prune import PruneConfig
 from sparsecircuits.circuits.sweep import K_COEFS
 from sparsecircuits.circuits.task_data import TaskSplits
 from sparsecircuits.data.tokens import default_cache_root
+from sparsecircuits.database import insert_row, open_database
 from sparsecircuits.errors import UserError
-from sparsecircuits.train import Run
+from sparsecircuits.loading import Run
 
+STORE_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prunes (
     key TEXT PRIMARY KEY,
@@ -40,7 +42,7 @@ CREATE TABLE IF NOT EXISTS prunes (
     error TEXT,
     metrics TEXT,
     measured_at TEXT NOT NULL
-)
+);
 """
 
 
@@ -53,26 +55,15 @@ class PruneStore:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_store_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.connection = sqlite3.connect(self.path)
-            self.connection.row_factory = sqlite3.Row
-            with self.connection:
-                self.connection.execute(SCHEMA)
-        except sqlite3.DatabaseError as error:
-            raise UserError(f"cannot use the prune store {self.path}: {error}") from None
+        self.connection = open_database(
+            self.path, "prune store", STORE_VERSION, SCHEMA, adopt_tables=frozenset({"prunes"})
+        )
 
     def get(self, key: str) -> sqlite3.Row | None:
         return self.connection.execute("SELECT * FROM prunes WHERE key = ?", (key,)).fetchone()
 
     def put(self, key: str, fields: dict) -> None:
-        columns = ["key", *fields]
-        placeholders = ", ".join("?" for _ in columns)
-        with self.connection:
-            self.connection.execute(
-                f"INSERT OR REPLACE INTO prunes ({', '.join(columns)}) VALUES ({placeholders})",
-                (key, *fields.values()),
-            )
+        insert_row(self.connection, "prunes", {"key": key, **fields}, replace=True)
 
 
 def prune_key(weights_sha256: str, splits: TaskSplits, config: PruneConfig, settings: int) -> str:

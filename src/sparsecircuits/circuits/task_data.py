@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sparsecircuits.errors import UserError
+from sparsecircuits.loading import Run
 from sparsecircuits.tasks import TaskBatch, encode_pairs, read_pairs_jsonl, task_pairs
-from sparsecircuits.train import Run
 
 # Pairs drawn from a task's train split, in this order; the test split measures the circuit.
 TRAIN_PAIRS, SELECT_PAIRS, VERIFY_PAIRS, TEST_PAIRS = 512, 256, 512, 256

@@ -13,7 +13,9 @@ from sparsecircuits.data.tokens import (
     default_cache_root,
     prepare_data,
     sample_batch,
+    sample_offsets,
     validation_batches,
+    windows_at,
 )
 
 __all__ = [
@@ -27,5 +29,7 @@ __all__ = [
     "open_corpus",
     "prepare_data",
     "sample_batch",
+    "sample_offsets",
     "validation_batches",
+    "windows_at",
 ]

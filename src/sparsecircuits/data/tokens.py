@@ -286,11 +286,22 @@ def sample_batch(
 
     Offsets come from `generator`, so the same generator state gives the same batch.
     """
-    _check_batch_shape(tokens, batch_size, n_ctx)
-    offsets = torch.randint(0, len(tokens) - n_ctx, (batch_size,), generator=generator)
-    rows = offsets.numpy()[:, None] + np.arange(n_ctx + 1)
-    windows = torch.from_numpy(np.asarray(tokens[rows], dtype=np.int64))
+    windows = windows_at(tokens, sample_offsets(tokens, batch_size, n_ctx, generator), n_ctx + 1)
     return windows[:, :-1], windows[:, 1:]
+
+
+def sample_offsets(
+    tokens: np.ndarray, batch_size: int, n_ctx: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Random start offsets of `batch_size` windows of n_ctx + 1 tokens (input and target)."""
+    _check_batch_shape(tokens, batch_size, n_ctx)
+    return torch.randint(0, len(tokens) - n_ctx, (batch_size,), generator=generator)
+
+
+def windows_at(tokens: np.ndarray, offsets: torch.Tensor, length: int) -> torch.Tensor:
+    """[len(offsets), length] int64 token ids starting at each offset of the stream."""
+    rows = offsets.numpy()[:, None] + np.arange(length)
+    return torch.from_numpy(np.asarray(tokens[rows], dtype=np.int64))
 
 
 def validation_batches(

@@ -188,12 +188,19 @@ class GPT(HookedModule):
             else:
                 nn.init.normal_(param, std=0.02)
 
-    def forward(self, tokens: torch.Tensor, logits_at: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        logits_at: torch.Tensor | None = None,
+        stop_at_layer: int | None = None,
+    ) -> torch.Tensor:
         """Logits [batch, pos, vocab] for token ids [batch, pos].
 
         With `logits_at` (one position per sequence, [batch]) only those positions are
         unembedded and the result is [batch, vocab]: task metrics need just the last prompt
-        token, and the unembedding is a large share of a small model's compute.
+        token, and the unembedding is a large share of a small model's compute. With
+        `stop_at_layer` only the blocks before it run and the residual stream after them is
+        returned, [batch, pos, d_model]: caching an early layer need not pay for the rest.
         """
         n_pos = tokens.shape[1]
         if n_pos > self.config.n_ctx:
@@ -201,8 +208,10 @@ class GPT(HookedModule):
         x = self.hook_embed(self.wte(tokens))
         if self.wpe is not None:
             x = x + self.hook_pos_embed(self.wpe(torch.arange(n_pos, device=tokens.device)))
-        for block in self.blocks:
+        for block in self.blocks[:stop_at_layer]:
             x = block(x)
+        if stop_at_layer is not None:
+            return x
         if logits_at is not None:
             rows = torch.arange(tokens.shape[0], device=tokens.device)
             x, tokens = x[rows, logits_at], tokens[rows, logits_at]

@@ -17,9 +17,9 @@ import matplotlib
 import torch
 
 from sparsecircuits.files import write_text_atomic
+from sparsecircuits.loading import Run, load_run
 from sparsecircuits.render import render, template_environment
 from sparsecircuits.tasks import evaluate_pairs, task_pairs
-from sparsecircuits.train import Run, load_run
 from sparsecircuits.train.plots import plot_loss_curve
 from sparsecircuits.train.summary import summarize_run
 

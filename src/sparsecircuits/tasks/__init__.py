@@ -5,7 +5,7 @@ Owns the task suite (templates_context.py: the ordinary code around each task; t
 pair generator per task; suite.py: the registry and deterministic train/test splits), task pairs
 and their encoding into a batch of prompts with answer tokens (pairs.py), the task loss and
 accuracy of spec section 4 (metrics.py), and the `sparsecircuits tasks` commands (commands.py).
-Imports `sparsecircuits.data`, `sparsecircuits.model`, `sparsecircuits.train` and the leaf
+Imports `sparsecircuits.data`, `sparsecircuits.model`, `sparsecircuits.loading` and the leaf
 modules `errors`, `files` and `validation` only; circuits and later stages get their task data
 from here.
 """

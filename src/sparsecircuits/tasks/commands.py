@@ -10,6 +10,7 @@ from sparsecircuits.cli_types import DEVICE_OPTION
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import json_text
+from sparsecircuits.loading import load_run, resolve_checkpoint
 from sparsecircuits.tasks.metrics import evaluate_pairs
 from sparsecircuits.tasks.pairs import (
     answer_token,
@@ -77,8 +78,6 @@ def show(
 
 
 def load_tokenizer(run: Path | None, tokenizer_file: Path | None) -> CodeTokenizer | None:
-    from sparsecircuits.train import resolve_checkpoint
-
     if tokenizer_file is not None:
         return CodeTokenizer.from_file(tokenizer_file)
     if run is not None:
@@ -126,8 +125,6 @@ def eval_tasks(
     as_json: bool,
 ) -> None:
     """Task loss and accuracy of the model in RUN on the test split of each task."""
-    from sparsecircuits.train import load_run
-
     if not task_names and not pair_files:
         task_names = tuple(TASKS)
     # Read every input before the model, so a typo fails fast.

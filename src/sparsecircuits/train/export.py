@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 from sparsecircuits.files import atomic_folder, write_json_atomic, write_text_atomic
-from sparsecircuits.train.checkpoint import load_run, resolve_checkpoint
+from sparsecircuits.loading.checkpoint import load_run, resolve_checkpoint
+from sparsecircuits.loading.weights_file import save_weights
 from sparsecircuits.train.flags import train_command
 from sparsecircuits.train.summary import summarize_run
-from sparsecircuits.train.weights_file import save_weights
 
 
 def export_run(run: Path, out: Path) -> int:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from sparsecircuits.errors import UserError
+from sparsecircuits.loading import TrainConfig
+from sparsecircuits.loading.checkpoint import read_json, resolve_checkpoint
 from sparsecircuits.model import GPTConfig
-from sparsecircuits.train.checkpoint import read_json, resolve_checkpoint
-from sparsecircuits.train.config import TrainConfig, preset_configs, steps_for_tokens
+from sparsecircuits.train.config import check_eval_tasks, preset_configs, steps_for_tokens
 from sparsecircuits.train.run_folder import RESUMABLE_FIELDS
 
 # CLI flag -> (config, field): which dataclass field a training flag overrides.
@@ -73,7 +74,9 @@ def build_train_configs(
         configs[section][field] = value
     if flags.get("d_model") is not None and not resume:
         configs["model"]["d_mlp"] = 0  # follow the new width: 4 * d_model
-    return GPTConfig.from_dict(configs["model"]), TrainConfig.from_dict(configs["train"])
+    train_config = TrainConfig.from_dict(configs["train"])
+    check_eval_tasks(train_config)
+    return GPTConfig.from_dict(configs["model"]), train_config
 
 
 def train_command(config: dict, out: str) -> str:

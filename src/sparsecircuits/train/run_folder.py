@@ -14,9 +14,9 @@ from pathlib import Path
 
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import claim_run_folder
+from sparsecircuits.loading import TrainConfig
+from sparsecircuits.loading.checkpoint import CHECKPOINTS, latest_name
 from sparsecircuits.model import GPTConfig
-from sparsecircuits.train.checkpoint import CHECKPOINTS, latest_name
-from sparsecircuits.train.config import TrainConfig
 
 # Training fields that may differ on --resume without changing what is trained.
 RESUMABLE_FIELDS = frozenset({"device", "eval_every", "eval_tasks", "checkpoint_every"})

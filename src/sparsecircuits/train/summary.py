@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sparsecircuits.train.checkpoint import Run
+from sparsecircuits.loading.checkpoint import Run
 
 # Parameter name suffix -> the kind of matrix it is, for density per kind.
 KINDS = (

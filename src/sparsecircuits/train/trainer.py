@@ -29,16 +29,17 @@ from sparsecircuits.data import (
 )
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import write_text_atomic
-from sparsecircuits.model import GPT, GPTConfig, next_token_loss
-from sparsecircuits.tasks import TaskBatch, encode_pairs, evaluate_task, task_pairs
-from sparsecircuits.train import distributed
-from sparsecircuits.train.checkpoint import (
+from sparsecircuits.loading import TrainConfig
+from sparsecircuits.loading.checkpoint import (
     latest_name,
     load_optimizer_state,
     load_run,
     save_checkpoint,
 )
-from sparsecircuits.train.config import TrainConfig
+from sparsecircuits.model import GPT, GPTConfig, next_token_loss
+from sparsecircuits.tasks import TaskBatch, encode_pairs, evaluate_task, task_pairs
+from sparsecircuits.train import distributed
+from sparsecircuits.train.config import check_eval_tasks
 from sparsecircuits.train.plots import plot_loss_curve
 from sparsecircuits.train.run_folder import claim_training_folder
 from sparsecircuits.train.schedules import kept_fraction, sharkfin_learning_rate
@@ -66,6 +67,7 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     run_dir = Path(run_dir)
+    check_eval_tasks(config)
     group = distributed.start(config.device)
     try:
         # Only the main process writes the folder, so only it holds the claim.

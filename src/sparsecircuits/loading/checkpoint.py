@@ -24,9 +24,9 @@ from safetensors.torch import load_file, save_file
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import atomic_folder, write_json_atomic, write_text_atomic
+from sparsecircuits.loading.train_config import TrainConfig
+from sparsecircuits.loading.weights_file import load_weights, save_weights
 from sparsecircuits.model import GPT, GPTConfig
-from sparsecircuits.train.config import TrainConfig
-from sparsecircuits.train.weights_file import load_weights, save_weights
 from sparsecircuits.validation import field_error, load_json
 
 LATEST = "LATEST"

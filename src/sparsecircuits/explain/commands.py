@@ -1,0 +1,240 @@
+"""`sparsecircuits explain` and `sparsecircuits explanations top|search`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sparsecircuits.cli_types import DEVICE_OPTION, POSITIVE_INT, SEED, OutputPath
+from sparsecircuits.errors import UserError
+from sparsecircuits.explain.store import SCORE_COLUMNS
+from sparsecircuits.files import json_text
+
+DEFAULT_DB = Path("runs/explanations.sqlite")
+
+
+def log_to_stderr(line: str) -> None:
+    click.echo(line, err=True)
+
+
+@click.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--layer", type=click.IntRange(min=0), help="Explain units of this layer.")
+@click.option(
+    "--kind",
+    default="mlp",
+    show_default=True,
+    help="Unit kind with --layer: mlp, resid, attn_in, q, k, v, attn_out, mlp_in, mlp_out.",
+)
+@click.option(
+    "--units", "unit_list", help="Channels with --layer, e.g. 0,1,2 or 0-31 (default all)."
+)
+@click.option(
+    "--circuit",
+    "circuit_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Explain the nodes of this circuit file instead.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["offline"]),
+    default="offline",
+    show_default=True,
+    help="Who explains and simulates: offline needs no server.",
+)
+@click.option("--db", type=OutputPath(), default=DEFAULT_DB, show_default=True)
+@click.option(
+    "--tokens",
+    type=POSITIVE_INT,
+    default=500_000,
+    show_default=True,
+    help="Corpus tokens streamed for activation records.",
+)
+@click.option("--no-ablation", is_flag=True, help="Skip the ablation score (needs the model).")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--device", **DEVICE_OPTION)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored rows as JSON lines.")
+def explain(
+    run: Path,
+    layer: int | None,
+    kind: str,
+    unit_list: str | None,
+    circuit_file: Path | None,
+    backend: str,
+    db: Path,
+    tokens: int,
+    no_ablation: bool,
+    seed: int,
+    device: str,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Explain units of RUN in words, simulate them from the words alone, score the match.
+
+    Units: --layer L (with --kind and --units) or --circuit FILE. Results go to the SQLite
+    database --db, one row per unit, as each is scored; running the same command again after
+    an interruption continues where it stopped.
+    """
+    from sparsecircuits.explain.offline import OfflineExplainer, OfflineSimulator
+    from sparsecircuits.explain.pipeline import ScoreSettings, explain_units
+    from sparsecircuits.explain.records import RecordSettings
+    from sparsecircuits.explain.store import ExplanationStore
+    from sparsecircuits.explain.units import layer_units, parse_indices
+    from sparsecircuits.loading import load_run
+
+    if (layer is None) == (circuit_file is None):
+        raise UserError("give either --layer L or --circuit FILE")
+    if circuit_file is not None and unit_list is not None:
+        raise UserError("--units goes with --layer, not with --circuit")
+    loaded = load_run(run, device)
+    if circuit_file is not None:
+        units = circuit_units(loaded, circuit_file)
+    else:
+        indices = parse_indices(unit_list) if unit_list else None
+        units = layer_units(loaded.model_config, layer, kind, indices)
+    store = ExplanationStore(db)
+    rows = explain_units(
+        loaded,
+        str(run),
+        units,
+        OfflineExplainer(),
+        OfflineSimulator(),
+        store,
+        RecordSettings(n_tokens=tokens, seed=seed),
+        ScoreSettings(ablation=not no_ablation),
+        progress=not quiet,
+        log=log_to_stderr,
+    )
+    if as_json:
+        for row in rows:
+            click.echo(json_text(row, indent=None))
+        return
+    print_rows(rows)
+    click.echo(f"stored in {db}")
+
+
+def circuit_units(run, path: Path) -> list:  # noqa: ANN001 (a loaded Run)
+    """The units of a circuit file's nodes, refused if the file is of another model."""
+    from sparsecircuits.circuits.circuit_file import model_hash, read_circuit
+    from sparsecircuits.explain.units import Unit, check_units
+
+    circuit = read_circuit(path)
+    if circuit["model"]["sha256"] != model_hash(run):
+        raise UserError(f"{path} is a circuit of another model ({circuit['model']['path']})")
+    units = [Unit.parse(node["id"]) for node in circuit["nodes"]]
+    return check_units(run.model_config, units)
+
+
+def print_rows(rows: list[dict]) -> None:
+    if not rows:
+        click.echo("nothing new to explain")
+        return
+    click.echo(f"{'unit':<16} {'top+random':>10} {'random':>7}  explanation")
+    for row in sorted(rows, key=lambda r: -(r["score_top_and_random"] or -2)):
+        click.echo(
+            f"{row['unit']:<16} {fmt(row['score_top_and_random']):>10} "
+            f"{fmt(row['score_random_only']):>7}  {row['explanation']}"
+        )
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+@click.group()
+def explanations() -> None:
+    """Query a database of explanations (`sparsecircuits explain --db`)."""
+
+
+DB_ARGUMENT = click.option(
+    "--db",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=DEFAULT_DB,
+    show_default=True,
+)
+
+
+@explanations.command()
+@DB_ARGUMENT
+@click.option(
+    "--score",
+    default="score_top_and_random",
+    show_default=True,
+    type=click.Choice(SCORE_COLUMNS),
+)
+@click.option("--layer", type=click.IntRange(min=0))
+@click.option("--kind")
+@click.option("--limit", type=POSITIVE_INT, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def top(
+    db: Path, score: str, layer: int | None, kind: str | None, limit: int, as_json: bool
+) -> None:
+    """The best-scored explanations."""
+    from sparsecircuits.explain.store import ExplanationStore
+
+    rows = ExplanationStore(db).top(score, limit, layer=layer, kind=kind)
+    emit([dict(row) for row in rows], as_json)
+
+
+@explanations.command()
+@DB_ARGUMENT
+@click.argument("text")
+@click.option("--limit", type=POSITIVE_INT, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def search(db: Path, text: str, limit: int, as_json: bool) -> None:
+    """Explanations containing TEXT (or of the unit named TEXT, e.g. 1.mlp.17)."""
+    from sparsecircuits.explain.store import ExplanationStore
+
+    rows = ExplanationStore(db).search(text, limit)
+    emit([dict(row) for row in rows], as_json)
+
+
+def emit(rows: list[dict], as_json: bool) -> None:
+    if as_json:
+        for row in rows:
+            click.echo(json_text(row, indent=None))
+        return
+    print_rows(rows)
+
+
+@click.group()
+def puzzles() -> None:
+    """Synthetic units with a known explanation: does the scorer rank the truth first?"""
+
+
+@puzzles.command("run")
+@click.argument("puzzle_file", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--backend",
+    type=click.Choice(["offline"]),
+    default="offline",
+    show_default=True,
+    help="Who explains and simulates.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The whole result as one JSON object.")
+def run_puzzles(puzzle_file: Path | None, backend: str, as_json: bool) -> None:
+    """Score every puzzle's true and false explanations, and the explainer's own.
+
+    PUZZLE_FILE is a JSON list of {"name", "explanation", "false_explanations": [...],
+    "excerpts": [{"tokens": [...], "activations": [...]}]}; default: the 16 shipped puzzles.
+    """
+    from sparsecircuits.explain.offline import OfflineExplainer, OfflineSimulator
+    from sparsecircuits.explain.puzzles import SHIPPED, read_puzzles, solve_puzzles
+
+    loaded = read_puzzles(puzzle_file or SHIPPED)
+    result = solve_puzzles(loaded, OfflineExplainer(), OfflineSimulator())
+    if as_json:
+        click.echo(json_text(result))
+        return
+    for entry in result["per_puzzle"]:
+        click.echo(
+            f"{entry['name']:<18} truth ranked {entry['truth_rank']} "
+            f"(r={fmt(entry['scores'][entry['truth']])}); explainer: "
+            f"{entry['explainer_explanation']} (r={fmt(entry['explainer_score'])})"
+        )
+    click.echo(
+        f"truth ranked first on {result['truth_ranked_first']} of {result['puzzles']}, "
+        f"in the top two on {result['truth_in_top2']}"
+    )

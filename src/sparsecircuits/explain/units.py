@@ -1,0 +1,124 @@
+"""Units to explain: one channel of one hook point (an MLP neuron, a residual channel, a q/k/v
+channel, a channel an attention or MLP block writes), named like a circuit node.
+
+A unit is (hook, index) over the hook's activation flattened to [..., channels] (q, k and v are
+[batch, pos, head, d_head]: channel = head * d_head + i). `--layer L --kind K` picks a layer's
+hook; a circuit file's nodes map onto the same units, so circuit nodes and neurons share one
+explanation store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from sparsecircuits.errors import UserError
+from sparsecircuits.model import GPTConfig
+
+# Unit kinds of a block and their hook inside block L; "mlp" (neurons) is the default.
+KINDS = {
+    "mlp": "mlp.hook_post",
+    "resid": "hook_resid_post",
+    "attn_in": "hook_attn_in",
+    "q": "attn.hook_q",
+    "k": "attn.hook_k",
+    "v": "attn.hook_v",
+    "attn_out": "hook_attn_out",
+    "mlp_in": "hook_mlp_in",
+    "mlp_out": "hook_mlp_out",
+}
+# Circuit node kinds (circuits.nodes) named differently here.
+NODE_KINDS = {"mlp_neuron": "mlp"}
+
+
+@dataclass(frozen=True, order=True)
+class Unit:
+    layer: int  # the final norm counts as layer n_layer
+    kind: str
+    index: int
+
+    @property
+    def hook(self) -> str:
+        if self.kind == "final_norm":
+            return "hook_final_norm"
+        return f"blocks.{self.layer}.{KINDS[self.kind]}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.layer}.{self.kind}.{self.index}"
+
+    @classmethod
+    def parse(cls, name: str) -> Unit:
+        """A unit from its name, "LAYER.KIND.INDEX" (circuit node ids are accepted)."""
+        parts = name.strip().split(".")
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
+            raise UserError(f"bad unit name {name!r}: expected LAYER.KIND.INDEX, e.g. 1.mlp.17")
+        kind = NODE_KINDS.get(parts[1], parts[1])
+        if kind not in KINDS and kind != "final_norm":
+            raise UserError(f"unknown unit kind {parts[1]!r} (choose from {', '.join(KINDS)})")
+        return cls(int(parts[0]), kind, int(parts[2]))
+
+
+def kind_width(config: GPTConfig, kind: str) -> int:
+    return config.d_mlp if kind == "mlp" else config.d_model
+
+
+def layer_units(
+    config: GPTConfig, layer: int, kind: str, indices: Iterable[int] | None
+) -> list[Unit]:
+    """The units of one layer's hook; all of its channels when `indices` is None."""
+    if kind not in KINDS:
+        raise UserError(f"unknown unit kind {kind!r} (choose from {', '.join(KINDS)})")
+    if not 0 <= layer < config.n_layer:
+        raise UserError(
+            f"layer {layer} is out of range: the model has layers 0..{config.n_layer - 1}"
+        )
+    width = kind_width(config, kind)
+    chosen = range(width) if indices is None else list(indices)
+    return check_units(config, [Unit(layer, kind, index) for index in chosen])
+
+
+def check_units(config: GPTConfig, units: list[Unit]) -> list[Unit]:
+    """`units`, once each, in order; a UserError for one the model does not have."""
+    if not units:
+        raise UserError("no units to explain")
+    for unit in units:
+        last_layer = config.n_layer if unit.kind == "final_norm" else config.n_layer - 1
+        width = config.d_model if unit.kind == "final_norm" else kind_width(config, unit.kind)
+        if not 0 <= unit.layer <= last_layer:
+            raise UserError(f"unit {unit.name}: the model has layers 0..{last_layer}")
+        if not 0 <= unit.index < width:
+            raise UserError(f"unit {unit.name}: {unit.kind} has channels 0..{width - 1}")
+    return list(dict.fromkeys(units))
+
+
+def parse_indices(text: str) -> list[int]:
+    """ "0,1,2" or "0-15" or a mix ("0-3,9")."""
+    indices = []
+    for part in (piece.strip() for piece in text.split(",")):
+        low, dash, high = part.partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise UserError(f"bad unit list {text!r}: use numbers and ranges, e.g. 0,3,8-15")
+        indices.extend(range(int(low), int(high) + 1) if dash else [int(low)])
+    return indices
+
+
+def unit_activations(cache: dict[str, torch.Tensor], units: list[Unit]) -> torch.Tensor:
+    """[batch, pos, len(units)] float32 activations of `units` from a cache of their hooks."""
+    columns = []
+    for hook in dict.fromkeys(unit.hook for unit in units):
+        value = cache[hook]
+        flat = value.flatten(-2) if value.dim() == 4 else value
+        indices = torch.tensor([unit.index for unit in units if unit.hook == hook])
+        columns.append(flat.index_select(-1, indices))
+    stacked = torch.cat(columns, dim=-1).float()
+    order = hook_major_order(units)
+    return stacked[..., torch.argsort(torch.tensor(order))]
+
+
+def hook_major_order(units: list[Unit]) -> list[int]:
+    """Positions of `units` when grouped by hook (as unit_activations gathers them)."""
+    hooks = list(dict.fromkeys(unit.hook for unit in units))
+    return sorted(range(len(units)), key=lambda i: (hooks.index(units[i].hook), i))

@@ -1,0 +1,350 @@
+"""Neuron explanations: units, activation records, ..."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import sqlite3
+from pathlib import Path
+
+import pytest
+import torch
+
+import sparsecircuits
+from cli_runner import run_in_process
+from sparsecircuits.errors import UserError
+from sparsecircuits.explain.offline import Evidence, OfflineExplainer, OfflineSimulator
+from sparsecircuits.explain.pipeline import token_texts
+from sparsecircuits.explain.puzzles import SHIPPED
+from sparsecircuits.explain.records import HALVES, Excerpt, RecordSettings, collect_records
+from sparsecircuits.explain.rules import Rules, parse_rules, simulate_rules
+from sparsecircuits.explain.scoring import (
+    correlation,
+    detection_score,
+    explained_variance,
+    fuzzing_score,
+    to_scale,
+)
+from sparsecircuits.explain.units import Unit, layer_units, parse_indices, unit_activations
+from sparsecircuits.loading import Run
+from sparsecircuits.loading.activations import iter_activations
+
+SETTINGS = RecordSettings(
+    n_tokens=16 * 400, excerpt_tokens=16, top=5, random=6, quantile_bins=3, per_bin=2, pilot=40,
+    batch_size=32, split="val",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run: Path) -> Run:
+    return sparsecircuits.load(tiny_run)
+
+
+@pytest.fixture(scope="module")
+def units(run) -> list[Unit]:
+    return layer_units(run.model_config, 1, "mlp", range(8)) + [Unit(0, "q", 5)]
+
+
+@pytest.fixture(scope="module")
+def records(run, units):
+    return collect_records(run, units, SETTINGS, log=lambda line: None)
+
+
+def test_unit_names_round_trip_and_bad_ones_are_one_line(run):
+    assert Unit.parse("1.mlp.17") == Unit(1, "mlp", 17)
+    assert Unit.parse("0.mlp_neuron.3") == Unit(0, "mlp", 3)  # a circuit node id
+    assert Unit(0, "q", 5).hook == "blocks.0.attn.hook_q"
+    assert parse_indices("0-3,9") == [0, 1, 2, 3, 9]
+    for bad, fragment in [("1.mlp", "LAYER.KIND.INDEX"), ("1.gate.2", "unknown unit kind")]:
+        with pytest.raises(UserError, match=fragment):
+            Unit.parse(bad)
+    with pytest.raises(UserError, match="out of range"):
+        layer_units(run.model_config, 7, "mlp", None)
+    with pytest.raises(UserError, match="channels 0..127"):
+        layer_units(run.model_config, 0, "mlp", [128])
+
+
+def test_unit_activations_pick_the_right_channels(run, units):
+    tokens = torch.randint(1, 100, (2, 16), generator=torch.Generator().manual_seed(0))
+    _, cache = run.model.run_with_cache(tokens, [unit.hook for unit in units])
+    acts = unit_activations(cache, units)
+    assert acts.shape == (2, 16, len(units))
+    torch.testing.assert_close(acts[..., 3], cache["blocks.1.mlp.hook_post"][..., 3])
+    q = cache["blocks.0.attn.hook_q"]  # [batch, pos, head, d_head]: channel 5 = head 0, dim 5
+    torch.testing.assert_close(acts[..., -1], q[:, :, 0, 5])
+
+
+def test_records_keep_the_highest_excerpts_and_never_mix_halves(run, records):
+    eot = run.tokenizer.eot_id
+    for unit_records in records:
+        offsets = {}
+        for half in HALVES:
+            top = unit_records.top[half]
+            assert len(top) == SETTINGS.top
+            maxima = [excerpt.max for excerpt in top]
+            assert maxima == sorted(maxima, reverse=True)
+            others = unit_records.random[half] + sum(unit_records.quantiles[half], [])
+            assert all(excerpt.max <= maxima[0] + 1e-6 for excerpt in others)
+            excerpts = top + others
+            assert all(eot not in excerpt.tokens[:-1] for excerpt in excerpts)
+            offsets[half] = {excerpt.offset for excerpt in excerpts}
+        assert not offsets["explain"] & offsets["score"]
+
+
+def test_records_hold_the_true_activations_of_their_excerpts(run, units, records):
+    excerpt = records[2].top["score"][0]
+    tokens = torch.tensor([excerpt.tokens])
+    _, cache = run.model.run_with_cache(tokens, [units[2].hook])
+    recomputed = unit_activations(cache, [units[2]])[0, :, 0]
+    torch.testing.assert_close(torch.tensor(excerpt.activations), recomputed)
+    corpus_tokens = run_corpus_tokens(run, excerpt.offset, len(excerpt.tokens))
+    assert excerpt.tokens == corpus_tokens
+
+
+def run_corpus_tokens(run: Run, offset: int, length: int) -> list[int]:
+    from sparsecircuits.loading.activations import run_corpus
+
+    return [int(token) for token in run_corpus(run).val[offset : offset + length]]
+
+
+def test_record_statistics_match_a_direct_computation(run, units, records):
+    values = []
+    for batch in iter_activations(
+        run, units[0].hook, SETTINGS.n_tokens, 64, order="shuffled", window=16
+    ):
+        keep = ~(batch.tokens[:, :-1] == run.tokenizer.eot_id).any(dim=1)
+        values.append(unit_activations(batch.activations, units[:1])[keep].flatten())
+    flat = torch.cat(values).double()
+    stats = records[0].stats
+    assert stats["tokens"] == len(flat)
+    assert math.isclose(stats["mean"], float(flat.mean()), rel_tol=1e-6, abs_tol=1e-9)
+    assert math.isclose(stats["variance"], float(flat.var(unbiased=False)), rel_tol=1e-5)
+    assert math.isclose(stats["max"], float(flat.max()), rel_tol=1e-6)
+    assert 0 < stats["fraction_nonzero"] <= 1
+
+
+def test_quantile_bins_hold_excerpts_of_rising_activation(records):
+    for unit_records in records:
+        bins = unit_records.quantiles["explain"]
+        assert len(bins) == SETTINGS.quantile_bins
+        means = [sum(e.max for e in b) / len(b) for b in bins if b]
+        assert means == sorted(means)
+    filled = [len(b) for r in records for b in r.quantiles["score"]]
+    assert sum(filled) >= len(records) * SETTINGS.per_bin  # not vacuous
+
+
+def test_an_interrupted_pass_resumes_to_the_same_records(run, units, records, tmp_path):
+    folder = tmp_path / "records"
+    collect_records(run, units, SETTINGS, folder, save_every=1, max_batches=3, log=print)
+    resumed = collect_records(run, units, SETTINGS, folder, log=print)
+    for before, after in zip(records, resumed, strict=True):
+        assert before.top == after.top and before.random == after.random
+        assert before.quantiles == after.quantiles
+        assert before.stats == pytest.approx(after.stats)
+    with pytest.raises(UserError, match="other units or settings"):
+        collect_records(run, units[:2], SETTINGS, folder)
+
+
+# --- the quoted-token grammar, the offline simulator and the scores --------------------------
+
+
+def test_rules_round_trip_through_their_text():
+    rules = Rules([" self", "cls"], after=["("], before=[])
+    text = rules.render()
+    assert text == 'the tokens " self" or "cls", after "("'
+    assert parse_rules(text) == rules
+    assert parse_rules(Rules(after=["def"]).render()) == Rules(after=["def"])
+    tricky = Rules(['"', "\n    "], before=[")"])
+    assert parse_rules(tricky.render()) == tricky
+
+
+def test_rules_read_tokens_an_llm_quoted_in_prose():
+    rules = parse_rules('Fires on "import" (and sometimes "from") right after "\\n".')
+    assert rules == Rules(["import", "from"], after=["\n"])
+    assert parse_rules("words related to colors").empty()
+
+
+def test_simulated_rules_follow_their_context():
+    tokens = ["x", "(", " self", ",", " self", " cls"]
+    predicted = simulate_rules(Rules([" self", " cls"], after=["("]), tokens)
+    assert predicted[2] == 10  # the first target, in context
+    assert 0 < predicted[4] < predicted[2]  # out of context
+    assert 0 < predicted[5] < predicted[4]  # the second target, out of context
+    assert predicted[0] == predicted[1] == predicted[3] == 0
+    after_only = simulate_rules(Rules(after=["("]), tokens)
+    assert after_only == [0, 0, 10, 0, 0, 0]
+    assert simulate_rules(Rules(["Self"]), ["self", " Self", "Self"]) == [7.0, 9.0, 10.0]
+
+
+def test_correlation_and_explained_variance():
+    true = [[0, 0, 5, 0], [1, 0, 0, 9]]
+    assert correlation(true, true) == pytest.approx(1.0)
+    assert explained_variance(true, [[0, 0, 10, 0], [2, 0, 0, 18]]) == pytest.approx(1.0)
+    assert correlation(true, [[3, 3, 3, 3], [3, 3, 3, 3]]) == 0.0
+    assert correlation([[0, 0], [0, 0]], [[1, 2], [3, 4]]) is None  # nothing to predict
+    anti = correlation(true, [[-v for v in row] for row in true])
+    assert anti == pytest.approx(-1.0)
+    assert to_scale([-1.0, 0.0, 2.5, 4.99, 5.0], 5.0) == [0, 0, 5, 9, 10]
+
+
+def test_detection_and_fuzzing_reward_a_simulation_that_knows_where_the_unit_fires():
+    true = [[0, 9, 0, 0], [0, 0, 0, 8], [0, 0, 0, 0], [0, 0, 0, 0]]
+    good = [[0, 8, 0, 0], [0, 0, 0, 9], [0, 0, 1, 0], [0, 0, 0, 0]]
+    assert detection_score(true, good, 10) == 1.0
+    assert fuzzing_score(true, good, 10) == 1.0
+    wrong = [[9, 0, 0, 0], [0, 9, 0, 0], [0, 0, 9, 0], [0, 0, 0, 9]]
+    assert fuzzing_score(true, wrong, 10) <= 0.5
+
+
+def test_offline_explainer_recovers_a_planted_token_rule(run):
+    """A synthetic unit that fires on one token after another: the explainer, reading the
+    explain half only, names them, and the explanation scores well on other excerpts."""
+    texts = token_texts(run)
+    stream = next(iter_activations(run, "blocks.0.hook_resid_post", 16 * 512, 512, window=16))
+    target, context = most_common_bigram(stream.tokens)
+
+    def planted(tokens: list[int]) -> list[float]:
+        return [
+            5.0 if i > 0 and t == target and tokens[i - 1] == context else 0.0
+            for i, t in enumerate(tokens)
+        ]
+
+    excerpts = [Excerpt(row.tolist(), planted(row.tolist()), 0) for row in stream.tokens]
+    firing = [e for e in excerpts if max(e.activations) > 0]
+    quiet = [e for e in excerpts if max(e.activations) == 0]
+    evidence = Evidence("planted", firing[:10], quiet[:60], texts, 5.0)
+    explanation = OfflineExplainer().explain(evidence)
+    rules = parse_rules(explanation)
+    assert texts[target] in rules.targets or texts[context] in rules.after, explanation
+    held_out = firing[10:] + quiet[60:300]
+    simulated = OfflineSimulator().simulate(
+        explanation, [[texts[t] for t in e.tokens] for e in held_out]
+    )
+    assert correlation([e.activations for e in held_out], simulated) > 0.7
+
+
+def most_common_bigram(tokens: torch.Tensor) -> tuple[int, int]:
+    pairs: dict[tuple[int, int], int] = {}
+    for row in tokens.tolist():
+        for before, after in itertools.pairwise(row):
+            pairs[(after, before)] = pairs.get((after, before), 0) + 1
+    return max(pairs, key=pairs.get)
+
+
+# --- the commands ----------------------------------------------------------------------------
+
+
+def test_explain_command_stores_scored_rows_and_continues_after_an_interruption(tiny_run, tmp_path):
+    db = tmp_path / "explanations.sqlite"
+    arguments = ["explain", str(tiny_run), "--layer", "1", "--units", "0-5", "--db", str(db)]
+    arguments += ["--tokens", "20000", "--quiet"]
+    first = run_in_process(*arguments, "--json")
+    assert first.returncode == 0, first.stderr
+    rows = [json.loads(line) for line in first.stdout.splitlines()]
+    assert [row["unit"] for row in rows] == [f"1.mlp.{i}" for i in range(6)]
+    for row in rows:
+        assert row["explanation"]
+        for score in ("score_top_and_random", "ablation_score", "detection"):
+            assert row[score] is None or -1.0 <= row[score] <= 1.0 + 1e-9
+    assert any(row["score_top_and_random"] is not None for row in rows)
+
+    # Drop two rows and mark the run unfinished, as if it had been killed: only those two are
+    # explained again, in the same run.
+    with sqlite3.connect(db) as connection:
+        connection.execute("DELETE FROM explanations WHERE unit IN ('1.mlp.4', '1.mlp.5')")
+        connection.execute("UPDATE explain_runs SET finished_at = NULL")
+    again = run_in_process(*arguments, "--json")
+    assert again.returncode == 0, again.stderr
+    assert [json.loads(line)["unit"] for line in again.stdout.splitlines()] == [
+        "1.mlp.4",
+        "1.mlp.5",
+    ]
+    with sqlite3.connect(db) as connection:
+        assert connection.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT run_id) FROM explanations"
+        ).fetchone() == (6, 1)
+
+    best = run_in_process("explanations", "top", "--db", str(db), "--limit", "3", "--json")
+    scores = [json.loads(line)["score_top_and_random"] for line in best.stdout.splitlines()]
+    assert scores == sorted(scores, reverse=True) and len(scores) <= 3
+    found = run_in_process("explanations", "search", "1.mlp.2", "--db", str(db), "--json")
+    assert [json.loads(line)["unit"] for line in found.stdout.splitlines()] == ["1.mlp.2"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--layer", "9"], "out of range"),
+        (["--layer", "1", "--units", "500"], "channels 0..127"),
+        (["--layer", "1", "--kind", "gate"], "unknown unit kind"),
+        ([], "give either --layer L or --circuit FILE"),
+    ],
+)
+def test_explain_refuses_bad_units_in_one_line(tiny_run, tmp_path, extra, fragment):
+    result = run_in_process("explain", str(tiny_run), "--db", str(tmp_path / "e.sqlite"), *extra)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+
+
+def test_explain_refuses_a_foreign_database_and_leaves_it_alone(tiny_run, tmp_path):
+    foreign = tmp_path / "music.sqlite"
+    with sqlite3.connect(foreign) as connection:
+        connection.execute("CREATE TABLE songs (title TEXT)")
+    before = foreign.read_bytes()
+    result = run_in_process("explain", str(tiny_run), "--layer", "0", "--db", str(foreign))
+    assert result.returncode != 0 and "not a sparsecircuits explanations database" in result.stderr
+    assert foreign.read_bytes() == before
+
+
+# --- puzzles -----------------------------------------------------------------------------------
+
+
+def test_shipped_puzzles_rank_the_truth_first_offline():
+    result = run_in_process("puzzles", "run", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["puzzles"] >= 12
+    assert summary["truth_ranked_first"] >= 0.6 * summary["puzzles"]
+    assert summary["truth_in_top2"] >= summary["truth_ranked_first"]
+    for entry in summary["per_puzzle"]:
+        assert entry["explainer_explanation"]
+
+
+def test_a_puzzle_whose_truth_is_wrong_is_not_ranked_first(tmp_path):
+    """The scorer is not fooled by the position of the candidate: swap truth and a false
+    explanation and the (now wrong) 'truth' loses."""
+    shipped = json.loads(SHIPPED.read_text())
+    swapped = []
+    for puzzle in shipped:
+        if puzzle["name"] in ("self", "colors", "function names"):
+            first_false = puzzle["false_explanations"][0]
+            puzzle["false_explanations"][0] = puzzle["explanation"]
+            puzzle["explanation"] = first_false
+            swapped.append(puzzle)
+    path = tmp_path / "swapped.json"
+    path.write_text(json.dumps(swapped))
+    result = run_in_process("puzzles", "run", str(path), "--json")
+    assert json.loads(result.stdout)["truth_ranked_first"] == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("[]", "holds no puzzles"),
+        ('[{"name": "x", "explanation": "y", "false_explanations": ["z"]}]', "excerpts"),
+        (
+            '[{"name": "x", "explanation": "y", "false_explanations": ["z"], "excerpts": '
+            '[{"tokens": ["a"], "activations": [1, 2]}, {"tokens": ["b"], "activations": [0]}]}]',
+            "1 tokens but 2 activations",
+        ),
+        ("{not json", "not valid JSON"),
+    ],
+)
+def test_a_bad_puzzle_file_is_one_line(tmp_path, content, fragment):
+    path = tmp_path / "puzzles.json"
+    path.write_text(content)
+    result = run_in_process("puzzles", "run", str(path))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and fragment in lines[0], result.stderr
