@@ -14,6 +14,7 @@ import torch
 import sparsecircuits
 from cli_runner import run_in_process
 from sparsecircuits.errors import UserError
+from sparsecircuits.explain.baselines import TokenTableBaseline, WeightBaseline
 from sparsecircuits.explain.offline import Evidence, OfflineExplainer, OfflineSimulator
 from sparsecircuits.explain.pipeline import token_texts
 from sparsecircuits.explain.puzzles import SHIPPED
@@ -348,3 +349,42 @@ def test_a_bad_puzzle_file_is_one_line(tmp_path, content, fragment):
     result = run_in_process("puzzles", "run", str(path))
     lines = result.stderr.strip().splitlines()
     assert result.returncode != 0 and len(lines) == 1 and fragment in lines[0], result.stderr
+
+
+# --- baselines ---------------------------------------------------------------------------------
+
+
+def test_weight_baseline_is_the_first_mlp_read_off_the_weights(run):
+    """Token v's prediction = what neuron 3 of layer 0 computes from v's embedding alone
+    (attention silenced), checked through the model's own hook points."""
+    texts = token_texts(run)
+    baseline = WeightBaseline(run)
+    description = baseline.explain(Evidence("0.mlp.3", [], [], texts, 1.0))
+    tokens = torch.arange(40).unsqueeze(1)  # 40 one-token sequences
+    silence = [("blocks.0.hook_attn_out", lambda x, hook: torch.zeros_like(x))]
+    with run.model.hooks(silence):
+        _, cache = run.model.run_with_cache(tokens, "blocks.0.mlp.hook_pre")
+    expected = torch.nn.functional.gelu(cache["blocks.0.mlp.hook_pre"][:, 0, 3])
+    predicted = baseline.simulate(description, [[texts[int(t)]] for t in tokens[:, 0]])
+    torch.testing.assert_close(torch.tensor([row[0] for row in predicted]), expected)
+
+
+def test_token_table_predicts_each_token_by_its_mean():
+    texts = ["a", "b", "c"]
+    excerpts = [Excerpt([0, 1, 0], [2.0, 0.0, 4.0], 0), Excerpt([2, 1], [1.0, 1.0], 64)]
+    baseline = TokenTableBaseline()
+    description = baseline.explain(Evidence("0.mlp.0", excerpts, [], texts, 4.0))
+    assert description.startswith('token table of 0.mlp.0 (3 tokens; strongest "a", "c" or "b"')
+    assert baseline.simulate(description, [["a", "b", "z"]]) == [[3.0, 0.5, 0.0]]
+
+
+@pytest.mark.parametrize("backend", ["token-table", "weights", "next-token"])
+def test_baselines_are_scored_like_explanations(tiny_run, tmp_path, backend):
+    arguments = ["explain", str(tiny_run), "--layer", "0", "--units", "0-3", "--tokens", "20000"]
+    result = run_in_process(
+        *arguments, "--quiet", "--json", "--backend", backend, "--db", str(tmp_path / "e.db")
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["explainer"] for row in rows] == [f"baseline:{backend}"] * 4
+    assert any(row["score_top_and_random"] is not None for row in rows)

@@ -106,6 +106,22 @@ def test_prune_finds_a_small_sufficient_and_necessary_circuit(
         text = drawing.read_text()
         assert "<svg" in text and text.count("<circle") >= summary["nodes"] - 1
 
+    # Explain the circuit's nodes: the explanations land in the circuit file and the drawing.
+    explained = run_cli(
+        "explain", str(quote_run), "--circuit", str(circuit_file), "--tokens", "20000",
+        "--no-ablation", "--quiet", "--db", str(tmp_path / "e.sqlite"),
+    )  # fmt: skip
+    assert explained.returncode == 0, explained.stderr
+    nodes = json.loads(circuit_file.read_text())["nodes"]
+    assert all(isinstance(node.get("explanation"), str) for node in nodes)
+    assert (
+        run_cli("circuit", "eval", str(circuit_file), str(quote_run), "--task", TASK).returncode
+        == 0
+    )
+    drawing = tmp_path / "explained.svg"
+    assert run_cli("circuit", "draw", str(circuit_file), "--out", str(drawing)).returncode == 0
+    assert "explanation: " in drawing.read_text()
+
 
 def other_model_of_the_same_shape(run: Path, out: Path) -> Path:
     loaded = load_run(run)

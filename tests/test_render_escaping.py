@@ -42,7 +42,7 @@ def hostile_record(payload: str) -> dict:
         {"id": ids[0], "layer": 0, "kind": "attn_in", "index": 3, "mean": 0.1, "score": 0.9},
         {"id": ids[1], "layer": 0, "kind": "q", "index": 5, "mean": -0.2, "score": 0.8},
         {"id": ids[2], "layer": 1, "kind": "mlp_neuron", "index": 7, "mean": 0.3, "score": 0.7},
-        {key: payload for key in ("id", "layer", "kind", "index", "mean", "score")},
+        {key: payload for key in ("id", "layer", "kind", "index", "mean", "score", "explanation")},
     ]
     edges = [
         {"source": ids[0], "target": ids[1], "weight": 0.5},
@@ -122,7 +122,8 @@ def test_the_svg_parses_and_shows_injected_markup_only_as_text(payload: str) -> 
     groups = {group.get("data-id"): group for group in root.iter(f"{SVG}g")}
     assert set(groups) == {node["id"] for node in record["nodes"]}
     tip = groups[payload].find(f"{SVG}circle/{SVG}title").text
-    assert tip == f"{payload} ({payload})\nmean ?\nmask score ?\non task prompts: +0.500, ?"
+    expected = f"{payload} ({payload})\nmean ?\nmask score ?\nexplanation: {payload}"
+    assert tip == expected + "\non task prompts: +0.500, ?"
     edge_tips = [line.find(f"{SVG}title").text for line in root.iter(f"{SVG}line")]
     assert f"0.q.5{payload} → 1.mlp_neuron.7{payload}: ?" in edge_tips
 
@@ -206,8 +207,15 @@ def test_the_run_report_escapes_run_config_completions_and_circuit_text(
     record = hostile_record(MIXED)
     circuit = {"record": record, "svg": circuit_svg(record), "page": MIXED, "total_nodes": MIXED}
     extra = {MIXED: MIXED, "demo wall time": "12 s"}
+    explained = [{"unit": MIXED, "explanation": MIXED, "score_top_and_random": 0.5,
+                  "score_random_only": None, "ablation_score": MIXED}]  # fmt: skip
     out = run_report.write_run_report(
-        tiny_run, tmp_path / "report.html", prompts=(MIXED,), circuit=circuit, **extra
+        tiny_run,
+        tmp_path / "report.html",
+        prompts=(MIXED,),
+        circuit=circuit,
+        explanations=explained,
+        **extra,
     )
     html = out.read_text()
     assert "<script" not in html and "<img src=x" not in html and html.count("</svg>") == 1

@@ -213,14 +213,14 @@ def demo(out: Path, tokens: int, data: str, circuit_model: Path, quiet: bool) ->
     flags = {"data": data, "eval_tasks": scored} if not resume else {}
     model_config, train_config = build_train_configs("small", out, resume, tokens, flags)
     click.echo(
-        f"[1/3] training a small weight-sparse model on {data} ({tokens:,} tokens)"
+        f"[1/4] training a small weight-sparse model on {data} ({tokens:,} tokens)"
         + (", resuming" if resume else "")
     )
     result = run_training(model_config, train_config, out, resume=resume, progress=not quiet)
     click.echo(f"      validation loss {result.val_loss:.4f} nats/token, {training_speed(result)}")
-    circuit = None
+    circuit, explanations = None, None
     if circuit_model.exists():
-        click.echo(f"[2/3] pruning the quote-closing circuit of {circuit_model}")
+        click.echo(f"[2/4] pruning the quote-closing circuit of {circuit_model}")
         try:
             circuit = prune_and_draw(
                 circuit_model, out, log=lambda line: click.echo(f"      {line}")
@@ -234,17 +234,51 @@ def demo(out: Path, tokens: int, data: str, circuit_model: Path, quiet: bool) ->
                 f"{metrics['circuit_loss']:.4f} (ablated {metrics['ablated_circuit_loss']:.4f}, "
                 f"random {metrics['random_circuit_loss']:.4f}), {metrics['seconds']:.0f} s"
             )
+        click.echo(f"[3/4] explaining its nodes and 32 neurons of {circuit_model}, offline")
+        explanations, circuit = explain_demo(circuit_model, out, circuit)
     else:
-        click.echo(f"[2/3] no model at {circuit_model}: skipping the circuit")
-    click.echo("[3/3] writing the report")
+        click.echo(f"[2/4] no model at {circuit_model}: skipping the circuit and explanations")
+    click.echo("[4/4] writing the report")
     report = write_run_report(
         out,
         out / "report.html",
         circuit=circuit,
         reference=circuit_model if circuit_model.exists() else None,
+        explanations=explanations,
         **{"demo wall time": f"{time.perf_counter() - started:.0f} s"},
     )
     click.echo(f"report: {report} ({time.perf_counter() - started:.0f} s in all)")
+
+
+def explain_demo(model_path: Path, out: Path, circuit: dict | None) -> tuple[list, dict | None]:
+    """Offline explanations of the circuit's nodes and a sample of neurons; the circuit
+    drawn again with them."""
+    import time
+
+    from sparsecircuits.circuits.circuit_file import read_circuit
+    from sparsecircuits.circuits.showcase import draw_for_report
+    from sparsecircuits.explain.showcase import explain_for_report
+    from sparsecircuits.loading import load_run
+
+    started = time.perf_counter()
+    loaded = load_run(model_path)
+    circuit_file = out / "circuit.json" if circuit is not None else None
+    rows = explain_for_report(
+        loaded, model_path, circuit_file, out / "explanations.sqlite", log=lambda line: None
+    )
+    if circuit is not None:
+        record = read_circuit(circuit_file)
+        circuit = draw_for_report(loaded, record, out, circuit["total_nodes"])
+    scored = [row["score_top_and_random"] for row in rows if row["score_top_and_random"]]
+    mean = sum(scored) / len(scored) if scored else float("nan")
+    click.echo(
+        f"      {len(rows)} units, mean top-and-random score {mean:.3f}, "
+        f"{time.perf_counter() - started:.0f} s; best: {rows[0]['unit']}: "
+        f"{rows[0]['explanation']}"
+        if rows
+        else "      nothing new to explain"
+    )
+    return rows, circuit
 
 
 @cli.command()

@@ -34,7 +34,8 @@ def open_database(
     path.parent.mkdir(parents=True, exist_ok=True)
     connection = None
     try:
-        connection = sqlite3.connect(path, timeout=30)
+        # Shared by threads (an LLM backend's workers) behind the owner's lock.
+        connection = sqlite3.connect(path, timeout=30, check_same_thread=False)
         connection.row_factory = sqlite3.Row
         stored = read_meta(connection)
         tables = table_names(connection) - {META_TABLE}

@@ -47,6 +47,7 @@ UNKNOWN_COLOUR = "#9ca3af"  # a node kind no model has, or a weight that is not 
 LEGEND = (("q", "query"), ("k", "key"), ("v", "value"), ("mlp_neuron", "MLP neuron"))
 LEGEND += (("attn_in", "residual read"), ("attn_out", "residual write"))
 SPACING, ROW_HEIGHT, MARGIN = 34, 58, 40
+SHORT_EXPLANATION = 28  # characters: an explanation this short labels its node
 LABEL_WIDTH, LEGEND_HEIGHT, LEGEND_WIDTH = 96, 30, 780
 
 
@@ -60,6 +61,7 @@ class DrawnNode:
     index: int  # likewise
     mean: object
     score: object
+    explanation: str | None = None  # written into the circuit file by `sparsecircuits explain`
 
     @property
     def row(self) -> str:
@@ -94,6 +96,9 @@ def drawn_nodes(record: dict) -> list[DrawnNode]:
             index=whole_number(node.get("index")),
             mean=node.get("mean"),
             score=node.get("score"),
+            explanation=node.get("explanation")
+            if isinstance(node.get("explanation"), str)
+            else None,
         )
         for node in nodes
         if isinstance(node, dict)
@@ -175,6 +180,8 @@ def layout(
 
 
 def node_label(node: DrawnNode, d_head: int) -> str:
+    if node.explanation and len(node.explanation) <= SHORT_EXPLANATION:
+        return node.explanation
     if node.kind in RESIDUAL_KINDS:
         return ""
     if node.index < 0:

@@ -11,7 +11,7 @@ from sparsecircuits.circuits.pipeline import prune_to_target_loss
 from sparsecircuits.circuits.prune import PruneConfig
 from sparsecircuits.circuits.sweep import DEFAULT_SETTINGS
 from sparsecircuits.circuits.task_data import task_splits
-from sparsecircuits.loading import load_run
+from sparsecircuits.loading import Run, load_run
 from sparsecircuits.tasks import task_pairs
 
 
@@ -29,15 +29,21 @@ def prune_and_draw(
     outcome = prune_to_target_loss(loaded, splits, PruneConfig(steps=steps), sweep, log=log)
     record = outcome_to_record(loaded, outcome)
     write_circuit(record, out / "circuit.json")
+    return draw_for_report(loaded, record, out, outcome.space.size)
+
+
+def draw_for_report(loaded: Run, record: dict, out: Path, total_nodes: int) -> dict:
+    """The circuit's page in `out` and what a report shows of it (drawn again after its
+    nodes are explained, so the explanations show)."""
+    task = record["task"]
     prompts = [
         text for pair in task_pairs(task, "test", 2) for text in (pair.prompt_a, pair.prompt_b)
     ]
     write_drawing(record, out / "circuit.html", loaded, prompts)
     activations = node_activations(loaded, record, prompts)
-    total = outcome.space.size
     return {
         "record": record,
         "svg": circuit_svg(record, activations),
         "page": "circuit.html",
-        "total_nodes": total,
+        "total_nodes": total_nodes,
     }

@@ -6,12 +6,73 @@ from pathlib import Path
 
 import click
 
-from sparsecircuits.cli_types import DEVICE_OPTION, POSITIVE_INT, SEED, OutputPath
+from sparsecircuits.cli_types import DEVICE_OPTION, POSITIVE_FLOAT, POSITIVE_INT, SEED, OutputPath
 from sparsecircuits.errors import UserError
 from sparsecircuits.explain.store import SCORE_COLUMNS
 from sparsecircuits.files import json_text
 
 DEFAULT_DB = Path("runs/explanations.sqlite")
+
+
+def llm_options(command):  # noqa: ANN001, ANN201 (a click decorator)
+    """The `openai` backend's options, shared by `explain` and `puzzles run`."""
+    options = [
+        click.option("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1."),
+        click.option("--model", "model_name", help="Model name on that server."),
+        click.option(
+            "--simulator",
+            "simulator_mode",
+            type=click.Choice(["auto", "logprobs", "json"]),
+            default="auto",
+            show_default=True,
+            help="All-at-once with prompt log-probabilities, or JSON answers; auto tries the "
+            "first and falls back.",
+        ),
+        click.option("--concurrency", type=POSITIVE_INT, default=4, show_default=True),
+        click.option("--max-retries", type=click.IntRange(min=0), default=5, show_default=True),
+        click.option("--timeout", type=POSITIVE_FLOAT, default=60.0, show_default=True),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+BACKENDS = ["offline", "openai", "token-table", "weights", "next-token"]
+BACKEND_HELP = (
+    "Who explains and simulates: offline needs no server; openai: any OpenAI-compatible "
+    "server (--base-url, --model, key from OPENAI_API_KEY); token-table, weights and "
+    "next-token are the baselines that need no language model."
+)
+
+
+def make_backend(backend: str, cache, llm: dict, run=None):  # noqa: ANN001, ANN201
+    """(explainer, simulator, client or None) for --backend and the LLM options."""
+    if backend in ("offline", "next-token"):
+        from sparsecircuits.explain.baselines import NextTokenBaseline
+        from sparsecircuits.explain.offline import OfflineExplainer, OfflineSimulator
+
+        explainer = NextTokenBaseline() if backend == "next-token" else OfflineExplainer()
+        return explainer, OfflineSimulator(), None
+    if backend in ("token-table", "weights"):
+        from sparsecircuits.explain.baselines import TokenTableBaseline, WeightBaseline
+
+        if backend == "weights" and run is None:
+            raise UserError("the weights baseline explains units of a model, not puzzles")
+        baseline = TokenTableBaseline() if backend == "token-table" else WeightBaseline(run)
+        return baseline, baseline, None
+    from sparsecircuits.explain.llm import LLMClient, LLMExplainer, LLMSimulator
+
+    if not llm["base_url"] or not llm["model_name"]:
+        raise UserError("--backend openai needs --base-url and --model")
+    client = LLMClient(
+        llm["base_url"],
+        llm["model_name"],
+        cache,
+        max_retries=llm["max_retries"],
+        timeout=llm["timeout"],
+        concurrency=llm["concurrency"],
+    )
+    return LLMExplainer(client), LLMSimulator(client, llm["simulator_mode"]), client
 
 
 def log_to_stderr(line: str) -> None:
@@ -38,10 +99,10 @@ def log_to_stderr(line: str) -> None:
 )
 @click.option(
     "--backend",
-    type=click.Choice(["offline"]),
+    type=click.Choice(BACKENDS),
     default="offline",
     show_default=True,
-    help="Who explains and simulates: offline needs no server.",
+    help=BACKEND_HELP,
 )
 @click.option("--db", type=OutputPath(), default=DEFAULT_DB, show_default=True)
 @click.option(
@@ -56,6 +117,7 @@ def log_to_stderr(line: str) -> None:
 @click.option("--device", **DEVICE_OPTION)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored rows as JSON lines.")
+@llm_options
 def explain(
     run: Path,
     layer: int | None,
@@ -70,6 +132,7 @@ def explain(
     device: str,
     quiet: bool,
     as_json: bool,
+    **llm: object,
 ) -> None:
     """Explain units of RUN in words, simulate them from the words alone, score the match.
 
@@ -77,7 +140,6 @@ def explain(
     database --db, one row per unit, as each is scored; running the same command again after
     an interruption continues where it stopped.
     """
-    from sparsecircuits.explain.offline import OfflineExplainer, OfflineSimulator
     from sparsecircuits.explain.pipeline import ScoreSettings, explain_units
     from sparsecircuits.explain.records import RecordSettings
     from sparsecircuits.explain.store import ExplanationStore
@@ -90,41 +152,41 @@ def explain(
         raise UserError("--units goes with --layer, not with --circuit")
     loaded = load_run(run, device)
     if circuit_file is not None:
+        from sparsecircuits.explain.circuit_nodes import circuit_units
+
         units = circuit_units(loaded, circuit_file)
     else:
         indices = parse_indices(unit_list) if unit_list else None
         units = layer_units(loaded.model_config, layer, kind, indices)
     store = ExplanationStore(db)
+    explainer, simulator, client = make_backend(backend, store, llm, loaded)
     rows = explain_units(
         loaded,
         str(run),
         units,
-        OfflineExplainer(),
-        OfflineSimulator(),
+        explainer,
+        simulator,
         store,
         RecordSettings(n_tokens=tokens, seed=seed),
         ScoreSettings(ablation=not no_ablation),
+        concurrency=client.concurrency if client is not None else 1,
+        usage=client.usage.to_dict if client is not None else None,
         progress=not quiet,
         log=log_to_stderr,
     )
+    if client is not None:
+        spent = client.usage.to_dict()
+        log_to_stderr(f"{backend} backend: {json_text(spent, indent=None)}")
+    if circuit_file is not None:
+        from sparsecircuits.explain.circuit_nodes import annotate_circuit
+
+        annotate_circuit(circuit_file, store, loaded, explainer.name, log_to_stderr)
     if as_json:
         for row in rows:
             click.echo(json_text(row, indent=None))
         return
     print_rows(rows)
     click.echo(f"stored in {db}")
-
-
-def circuit_units(run, path: Path) -> list:  # noqa: ANN001 (a loaded Run)
-    """The units of a circuit file's nodes, refused if the file is of another model."""
-    from sparsecircuits.circuits.circuit_file import model_hash, read_circuit
-    from sparsecircuits.explain.units import Unit, check_units
-
-    circuit = read_circuit(path)
-    if circuit["model"]["sha256"] != model_hash(run):
-        raise UserError(f"{path} is a circuit of another model ({circuit['model']['path']})")
-    units = [Unit.parse(node["id"]) for node in circuit["nodes"]]
-    return check_units(run.model_config, units)
 
 
 def print_rows(rows: list[dict]) -> None:
@@ -208,23 +270,27 @@ def puzzles() -> None:
 @click.argument("puzzle_file", required=False, type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
     "--backend",
-    type=click.Choice(["offline"]),
+    type=click.Choice(["offline", "openai"]),
     default="offline",
     show_default=True,
-    help="Who explains and simulates.",
+    help="Who explains and simulates: offline needs no server; openai: any OpenAI-compatible "
+    "server (--base-url, --model).",
 )
 @click.option("--json", "as_json", is_flag=True, help="The whole result as one JSON object.")
-def run_puzzles(puzzle_file: Path | None, backend: str, as_json: bool) -> None:
+@llm_options
+def run_puzzles(puzzle_file: Path | None, backend: str, as_json: bool, **llm: object) -> None:
     """Score every puzzle's true and false explanations, and the explainer's own.
 
     PUZZLE_FILE is a JSON list of {"name", "explanation", "false_explanations": [...],
     "excerpts": [{"tokens": [...], "activations": [...]}]}; default: the 16 shipped puzzles.
     """
-    from sparsecircuits.explain.offline import OfflineExplainer, OfflineSimulator
     from sparsecircuits.explain.puzzles import SHIPPED, read_puzzles, solve_puzzles
 
     loaded = read_puzzles(puzzle_file or SHIPPED)
-    result = solve_puzzles(loaded, OfflineExplainer(), OfflineSimulator())
+    explainer, simulator, client = make_backend(backend, None, llm)
+    result = solve_puzzles(loaded, explainer, simulator)
+    if client is not None:
+        result["usage"] = client.usage.to_dict()
     if as_json:
         click.echo(json_text(result))
         return

@@ -25,6 +25,52 @@ from sparsecircuits.explain.scoring import ACTIVE_FRACTION, correlation
 
 MAX_TARGETS = 6  # tokens an explanation names at most: a sentence, not a lookup table
 MAX_CONTEXT = 3
+IN_SAMPLE_PENALTY = 0.3  # correlation an in-sample fit loses against a held-out one
+# Kinds of words the explainer can name instead of listing tokens, when a sentence-embedding
+# model is at hand (explain.semantic): a unit for colours should be "words that name colors",
+# not the four colours it happened to see.
+CATEGORIES = (
+    "words that name colors",
+    "names of animals",
+    "food and drink",
+    "words for feelings and emotions",
+    "parts of the human body",
+    "members of a family",
+    "numbers, written in digits or in words",
+    "names of months and days of the week",
+    "words about time and dates",
+    "names of countries and cities",
+    "names of people",
+    "jobs and professions",
+    "weather words",
+    "items of clothing",
+    "pieces of furniture and household objects",
+    "vehicles and ways to travel",
+    "tools and instruments",
+    "plants and trees",
+    "verbs of movement",
+    "verbs in the past tense",
+    "words describing size",
+    "pronouns",
+    "prepositions",
+    "words for negation",
+    "question words",
+    "money and prices",
+    "sports and games",
+    "music and sound",
+    "computers and software",
+    "names of exceptions and errors",
+    "Python keywords",
+    "names of built-in Python functions",
+    "words about files and paths",
+    "words about testing and assertions",
+    "words about strings and text",
+    "words about networks and sockets",
+    "words about dates and times in code",
+    "mathematical words",
+    "words about errors and failure",
+    "words about reading and writing data",
+)
 
 
 @dataclass
@@ -58,50 +104,122 @@ class OfflineSimulator:
         if not rules.empty():
             return [simulate_rules(rules, tokens) for tokens in excerpts]
         if self.semantic is None:
-            from sparsecircuits.explain.semantic import SemanticSimulator
+            from sparsecircuits.explain.semantic import shared_semantic
 
-            self.semantic = SemanticSimulator()
+            self.semantic = shared_semantic()
         return self.semantic.simulate(explanation, excerpts)
 
 
 class OfflineExplainer:
+    """Chooses among candidate explanations by two-fold cross-validation on the evidence: each
+    recipe ("the 3 strongest tokens", "the strongest token after the 2 strongest previous
+    tokens", ...) is built from one half of the excerpts and scored on the other, so a recipe
+    that only memorises the excerpts it saw loses to one that generalises. The winner is then
+    built from all the evidence."""
+
     name = "offline"
 
+    def __init__(self, semantic=None, categories: bool = True) -> None:  # noqa: ANN001
+        self.semantic = semantic  # explain.semantic.SemanticSimulator, loaded on first use
+        self.categories = categories
+
+    def candidates(self, evidence: Evidence) -> dict[tuple, Rules]:
+        return candidate_rules(evidence)
+
     def explain(self, evidence: Evidence) -> str:
-        candidates = candidate_rules(evidence)
-        if not candidates:
+        everything = self.candidates(evidence)
+        if not everything:
             return "no activation above zero in the excerpts seen"
+        rules_text, rules_score = self.best_rules(evidence, everything)
+        if not self.categories:
+            return rules_text
+        category, category_score = self.best_category(evidence)
+        # A category needs a clear margin: "the token X" is the sharper claim.
+        return category if category_score > rules_score + 0.05 else rules_text
+
+    def best_category(self, evidence: Evidence) -> tuple[str, float]:
+        """The built-in category whose simulation fits the evidence best (no fitting, so its
+        fit on all the evidence is an honest estimate)."""
+        if self.semantic is None:
+            from sparsecircuits.explain.semantic import shared_semantic
+
+            self.semantic = shared_semantic()
         excerpts = [evidence.texts(excerpt) for excerpt in evidence.excerpts]
         truth = [excerpt.activations for excerpt in evidence.excerpts]
+        best, best_score = CATEGORIES[0], -1.0
+        for category in CATEGORIES:
+            score = correlation(truth, self.semantic.simulate(category, excerpts))
+            if score is not None and score > best_score:
+                best, best_score = category, score
+        return best, best_score
+
+    def best_rules(self, evidence: Evidence, everything: dict[tuple, Rules]) -> tuple[str, float]:
+        folds = split_evidence(evidence)
+        scores: dict[tuple, list[float]] = {recipe: [] for recipe in everything}
+        if all(len(fold.excerpts) >= 2 for fold in folds):
+            for seen, held_out in (folds, folds[::-1]):
+                for recipe, rules in self.candidates(seen).items():
+                    score = fit(rules, held_out)
+                    if recipe in scores and score is not None:
+                        scores[recipe].append(score)
         best, best_score = None, -2.0
-        for rules in candidates:
-            simulated = [simulate_rules(rules, tokens) for tokens in excerpts]
-            score = correlation(truth, simulated)
-            score = -1.0 if score is None else score
-            # Shorter wins a near-tie: one token more must earn a point of correlation.
+        for recipe, rules in everything.items():
+            held_out = scores[recipe]
+            # A recipe that could not be scored on a held-out half (not built there, or the
+            # half never fired) is scored on the evidence it was built from, a point lower:
+            # in-sample fit is worth less than held-out fit.
+            in_sample = fit(rules, evidence)
+            fallback = -2.0 if in_sample is None else in_sample - IN_SAMPLE_PENALTY
+            score = sum(held_out) / len(held_out) if held_out else fallback
+            # Simpler recipes come first: one more condition must earn 0.01 of correlation.
             if score > best_score + 0.01:
                 best, best_score = rules, score
-        return best.render()
+        return best.render(), best_score
 
 
-def candidate_rules(evidence: Evidence) -> list[Rules]:
-    """Explanations worth trying, simplest first."""
+def fit(rules: Rules, evidence: Evidence) -> float | None:
+    """Correlation of the rules' simulation with the evidence's activations (None when the
+    evidence never fires)."""
+    excerpts = [evidence.texts(excerpt) for excerpt in evidence.excerpts]
+    simulated = [simulate_rules(rules, tokens) for tokens in excerpts]
+    return correlation([excerpt.activations for excerpt in evidence.excerpts], simulated)
+
+
+def split_evidence(evidence: Evidence) -> tuple[Evidence, Evidence]:
+    """Two halves of the evidence, alternating through the top and the random excerpts."""
+    return tuple(
+        Evidence(
+            evidence.unit,
+            evidence.top[half::2],
+            evidence.random[half::2],
+            evidence.token_texts,
+            evidence.max_activation,
+            evidence.favoured_tokens,
+        )
+        for half in (0, 1)
+    )
+
+
+def candidate_rules(evidence: Evidence) -> dict[tuple, Rules]:
+    """Explanations worth trying, by recipe, simplest first."""
     stats = token_statistics(evidence)
     targets = ranked(stats["target"])
     previous = ranked(stats["previous"])
     following = ranked(stats["next"])
-    candidates = [Rules(targets[:k]) for k in range(1, min(MAX_TARGETS, len(targets)) + 1)]
+    candidates = {
+        ("targets", k): Rules(targets[:k]) for k in range(1, min(MAX_TARGETS, len(targets)) + 1)
+    }
     if evidence.favoured_tokens:
-        candidates.append(Rules(list(evidence.favoured_tokens[:MAX_TARGETS])))
+        candidates[("favoured",)] = Rules(list(evidence.favoured_tokens[:MAX_TARGETS]))
     for k in range(1, min(MAX_CONTEXT, len(previous)) + 1):
-        candidates.append(Rules(after=previous[:k]))
+        candidates[("after", k)] = Rules(after=previous[:k])
         for n in (1, 3):
             if len(targets) >= n:
-                candidates.append(Rules(targets[:n], after=previous[:k]))
+                candidates[("targets after", n, k)] = Rules(targets[:n], after=previous[:k])
     for k in range(1, min(MAX_CONTEXT, len(following)) + 1):
-        candidates.append(Rules(before=following[:k]))
+        candidates[("before", k)] = Rules(before=following[:k])
         if targets:
-            candidates.append(Rules(targets[:1], before=following[:k]))
+            candidates[("target before", k)] = Rules(targets[:1], before=following[:k])
     return candidates
 
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -87,24 +88,47 @@ def evidence_for(records: UnitRecords, texts: Sequence[str]) -> Evidence:
     )
 
 
-def score_unit(
-    run: Run,
+@dataclass
+class Simulated:
+    """An explanation and its simulation of the score half's excerpts."""
+
+    records: UnitRecords
+    explanation: str
+    excerpts: list[Excerpt]  # every excerpt any score reads, once each
+    simulated: dict[int, list[float]]  # excerpt offset -> simulated activations
+
+
+def explain_and_simulate(
     records: UnitRecords,
-    explanation: str,
+    explainer: Explainer,
     simulator: Simulator,
     texts: Sequence[str],
     settings: ScoreSettings,
-) -> dict:
-    """Every score of `explanation` on the score half of `records`."""
+) -> Simulated:
+    """The language part of one unit (what an LLM backend runs in worker threads)."""
+    explanation = explainer.explain(evidence_for(records, texts))
+    excerpts = unique(scored_excerpts(records, settings))
+    simulated = simulator.simulate(explanation, [[texts[t] for t in e.tokens] for e in excerpts])
+    by_offset = {e.offset: s for e, s in zip(excerpts, simulated, strict=True)}
+    return Simulated(records, explanation, excerpts, by_offset)
+
+
+def scored_excerpts(records: UnitRecords, settings: ScoreSettings) -> list[Excerpt]:
+    top = records.top["score"][: settings.top]
+    activating = [e for bin_ in records.quantiles["score"] for e in bin_]
+    return top + records.random["score"] + activating
+
+
+def scores_of(run: Run, result: Simulated, settings: ScoreSettings) -> dict:
+    """Every score of the explanation on the score half (the ablation score needs the model,
+    so this runs in the main thread)."""
+    records = result.records
     top = records.top["score"][: settings.top]
     random = records.random["score"]
     activating = top + [e for bin_ in records.quantiles["score"] for e in bin_]
-    excerpts = unique(top + random + activating)
-    simulated = simulator.simulate(explanation, [[texts[t] for t in e.tokens] for e in excerpts])
-    by_offset = {e.offset: s for e, s in zip(excerpts, simulated, strict=True)}
 
     def pair(chosen: list[Excerpt]) -> tuple[list[list[float]], list[list[float]]]:
-        return [e.activations for e in chosen], [by_offset[e.offset] for e in chosen]
+        return [e.activations for e in chosen], [result.simulated[e.offset] for e in chosen]
 
     max_activation = records.max_activation()
     top_and_random = top + random[: settings.random]
@@ -118,13 +142,9 @@ def score_unit(
     }
     if settings.ablation and top_and_random:
         true, sim = pair(top_and_random)
+        tokens = [e.tokens for e in top_and_random]
         scores["ablation_score"] = ablation_score(
-            run,
-            records.unit,
-            [e.tokens for e in top_and_random],
-            true,
-            sim,
-            records.stats["mean"],
+            run, records.unit, tokens, true, sim, records.stats["mean"]
         )
     return scores
 
@@ -138,10 +158,17 @@ def explain_units(
     store: ExplanationStore,
     record_settings: RecordSettings,
     score_settings: ScoreSettings,
+    concurrency: int = 1,
+    usage: Callable[[], dict] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
-    """Explain and score every unit not yet in this run of the store; the rows stored now."""
+    """Explain and score every unit not yet in this run of the store; the rows stored now.
+
+    With `concurrency` > 1 the explainer and simulator of that many units run at once (an LLM
+    backend waits on the network); scoring and storing stay in this thread. `usage` reports
+    what the backend spent, stored with the run.
+    """
     started = time.perf_counter()
     settings = {"records": record_settings.to_dict(), "scores": score_settings.to_dict()}
     sha = model_hash(run)
@@ -155,27 +182,38 @@ def explain_units(
         records = collect_records(run, units, record_settings, folder, progress=progress, log=log)
         by_unit = {unit_records.unit: unit_records for unit_records in records}
         texts = token_texts(run)
-        for unit in tqdm(todo, unit="unit", disable=not progress):
-            unit_records = by_unit[unit]
-            explanation = explainer.explain(evidence_for(unit_records, texts))
-            scores = score_unit(run, unit_records, explanation, simulator, texts, score_settings)
-            row = {
-                "model_sha256": sha,
-                "unit": unit.name,
-                "layer": unit.layer,
-                "kind": unit.kind,
-                "unit_index": unit.index,
-                "explainer": explainer.name,
-                "explanation": explanation,
-                **scores,
-                "max_activation": unit_records.stats["max"],
-                "fraction_nonzero": unit_records.stats["fraction_nonzero"],
-            }
-            store.add(stored, row)
-            rows.append(row)
-    store.finish_run(stored)
+
+        def language(unit: Unit) -> Simulated:
+            return explain_and_simulate(by_unit[unit], explainer, simulator, texts, score_settings)
+
+        pool = ThreadPoolExecutor(max_workers=concurrency)
+        try:
+            results = pool.map(language, todo) if concurrency > 1 else map(language, todo)
+            for result in tqdm(results, total=len(todo), unit="unit", disable=not progress):
+                row = unit_row(sha, result, explainer.name, scores_of(run, result, score_settings))
+                store.add(stored, row)
+                rows.append(row)
+        finally:
+            pool.shutdown(cancel_futures=True)  # a failure or Ctrl-C sends nothing more
+    store.finish_run(stored, usage() if usage is not None else None)
     log(f"{len(rows)} units explained and scored in {time.perf_counter() - started:.0f} s")
     return rows
+
+
+def unit_row(sha: str, result: Simulated, explainer: str, scores: dict) -> dict:
+    unit, stats = result.records.unit, result.records.stats
+    return {
+        "model_sha256": sha,
+        "unit": unit.name,
+        "layer": unit.layer,
+        "kind": unit.kind,
+        "unit_index": unit.index,
+        "explainer": explainer,
+        "explanation": result.explanation,
+        **scores,
+        "max_activation": stats["max"],
+        "fraction_nonzero": stats["fraction_nonzero"],
+    }
 
 
 def unique(excerpts: list[Excerpt]) -> list[Excerpt]:

@@ -10,6 +10,7 @@ context ("the token after ...") need the quoted-token grammar of explain.rules o
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -62,3 +63,9 @@ def word(token: str) -> str:
     """The token without its surrounding spaces and punctuation-only noise ("" for none)."""
     stripped = token.strip()
     return stripped if any(character.isalnum() for character in stripped) else ""
+
+
+@functools.cache
+def shared_semantic() -> SemanticSimulator:
+    """One embedding model per process (loading it takes seconds), shared by every user."""
+    return SemanticSimulator()

@@ -8,6 +8,8 @@ Schema (version 1):
   explanation text, its scores (correlation on top-and-random and random-only excerpts,
   explained variance, ablation, detection and fuzzing; NULL where undefined, e.g. a unit that
   never fired on the random excerpts) and the unit's activation statistics.
+- `llm_requests`: the `openai` backend's answers by a hash of the request (server, endpoint,
+  model, messages, settings), so no request is sent twice.
 
 A run that stops half-way leaves its finished units stored; running the same command again
 continues the same run and explains only the units still missing, so nothing is paid twice.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +40,8 @@ CREATE TABLE IF NOT EXISTS explain_runs (
     simulator TEXT NOT NULL,
     settings TEXT NOT NULL,
     started_at TEXT NOT NULL,
-    finished_at TEXT
+    finished_at TEXT,
+    usage TEXT
 );
 CREATE TABLE IF NOT EXISTS explanations (
     id INTEGER PRIMARY KEY,
@@ -62,6 +66,13 @@ CREATE TABLE IF NOT EXISTS explanations (
 );
 CREATE INDEX IF NOT EXISTS explanations_by_unit
     ON explanations (model_sha256, layer, kind, unit_index);
+CREATE TABLE IF NOT EXISTS llm_requests (
+    key TEXT PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    model TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
 """
 
 SCORE_COLUMNS = (
@@ -88,6 +99,25 @@ class ExplanationStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.connection = open_database(self.path, KIND, VERSION, SCHEMA)
+        self.lock = threading.Lock()  # LLM workers share the connection
+
+    def cached_response(self, key: str) -> dict | None:
+        with self.lock:
+            row = self.connection.execute(
+                "SELECT response FROM llm_requests WHERE key = ?", (key,)
+            ).fetchone()
+        return None if row is None else json.loads(row["response"])
+
+    def store_response(self, key: str, endpoint: str, model: str, response: dict) -> None:
+        fields = {
+            "key": key,
+            "endpoint": endpoint,
+            "model": model,
+            "response": json.dumps(response),
+            "created_at": now(),
+        }
+        with self.lock:
+            insert_row(self.connection, "llm_requests", fields, replace=True)
 
     def start_run(
         self, model: str, model_sha256: str, explainer: str, simulator: str, settings: dict
@@ -116,18 +146,20 @@ class ExplanationStore:
         return ExplainRun(insert_row(self.connection, "explain_runs", fields, replace=False), set())
 
     def add(self, run: ExplainRun, fields: dict) -> None:
-        insert_row(
-            self.connection,
-            "explanations",
-            {"run_id": run.id, "created_at": now(), **fields},
-            replace=True,
-        )
+        with self.lock:
+            insert_row(
+                self.connection,
+                "explanations",
+                {"run_id": run.id, "created_at": now(), **fields},
+                replace=True,
+            )
         run.done.add(fields["unit"])
 
-    def finish_run(self, run: ExplainRun) -> None:
-        with self.connection:
+    def finish_run(self, run: ExplainRun, usage: dict | None = None) -> None:
+        with self.lock, self.connection:
             self.connection.execute(
-                "UPDATE explain_runs SET finished_at = ? WHERE id = ?", (now(), run.id)
+                "UPDATE explain_runs SET finished_at = ?, usage = ? WHERE id = ?",
+                (now(), None if usage is None else json.dumps(usage), run.id),
             )
 
     def top(

@@ -40,6 +40,7 @@ DEFAULT_PROMPTS = (
 COMPARED_TASKS = ("while_return_true", "single_double_quote", "if_equals", "bracket_counting")
 
 TEMPLATES = template_environment("sparsecircuits.report")
+EXPLANATIONS_SHOWN = 12
 
 
 def greedy_completions(run: Run, prompts: tuple[str, ...], max_new_tokens: int = 24) -> list[dict]:
@@ -108,6 +109,7 @@ def write_run_report(
     prompts: tuple[str, ...] = DEFAULT_PROMPTS,
     circuit: dict | None = None,
     reference: Path | None = None,
+    explanations: list[dict] | None = None,
     **extra: object,
 ) -> Path:
     """Write a self-contained HTML report (images inlined) for the run in `run_dir`.
@@ -115,6 +117,7 @@ def write_run_report(
     `circuit`, if given, is {"record": circuit file dict, "svg": its drawing (from
     `circuits.draw.circuit_svg`), "page": link, "total_nodes": nodes in the model}.
     `reference`, if given, is a trained model shown beside this one (completions, tasks).
+    `explanations`, if given, are rows of the explanations database, best first.
     """
     run = load_run(run_dir)
     compared = side_by_side(run, load_run(reference), prompts) if reference else None
@@ -132,6 +135,8 @@ def write_run_report(
         completions=greedy_completions(run, prompts),
         circuit=circuit,
         compared=compared,
+        explanations=(explanations or [])[:EXPLANATIONS_SHOWN],
+        explained=len(explanations or []),
         extra=extra,
     )
     return write_text_atomic(out_path, html)
