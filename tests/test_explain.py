@@ -15,6 +15,7 @@ import sparsecircuits
 from cli_runner import run_in_process
 from sparsecircuits.errors import UserError
 from sparsecircuits.explain.baselines import TokenTableBaseline, WeightBaseline
+from sparsecircuits.explain.directions import ascend, unit_vector
 from sparsecircuits.explain.offline import Evidence, OfflineExplainer, OfflineSimulator
 from sparsecircuits.explain.pipeline import token_texts
 from sparsecircuits.explain.puzzles import SHIPPED
@@ -388,3 +389,54 @@ def test_baselines_are_scored_like_explanations(tiny_run, tmp_path, backend):
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [row["explainer"] for row in rows] == [f"baseline:{backend}"] * 4
     assert any(row["score_top_and_random"] is not None for row in rows)
+
+
+def test_revision_tests_explanations_on_unseen_text_and_stores_the_revision(tiny_run, tmp_path):
+    db = tmp_path / "e.sqlite"
+    arguments = ["explain", str(tiny_run), "--layer", "1", "--units", "0-3", "--tokens", "20000"]
+    result = run_in_process(*arguments, "--quiet", "--json", "--revise", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    revised = [row for row in rows if row["explainer"] == "offline+revised"]
+    assert len(revised) == 4 and len(rows) == 8
+    with sqlite3.connect(db) as connection:
+        details = [
+            json.loads(text)
+            for (text,) in connection.execute(
+                "SELECT details FROM explanations WHERE explainer = 'offline+revised'"
+            )
+        ]
+    for detail in details:
+        assert detail["revised_from"] and 0 <= detail["probes"] <= 5
+        rate = detail["probe_false_positive_rate"]
+        assert rate is None or 0 <= rate <= 1
+    refused = run_in_process(*arguments, "--revise", "--backend", "token-table", "--db", str(db))
+    assert refused.returncode != 0 and "not baselines" in refused.stderr
+
+
+# --- explainable directions --------------------------------------------------------------------
+
+
+def test_gradient_ascent_finds_the_direction_a_simulation_describes():
+    generator = torch.Generator().manual_seed(0)
+    white = torch.randn(50, 16, 8, generator=generator)
+    hidden = unit_vector(torch.randn(8, generator=generator))
+    simulated = (white @ hidden).clamp(min=0)  # a simulation that follows one direction
+    start = unit_vector(torch.randn(8, generator=generator))
+    theta, fit = ascend(white, simulated, start, steps=300)
+    assert abs(float(theta.norm()) - 1) < 1e-5
+    assert float(theta @ hidden) > 0.9 > float(start @ hidden)
+    assert fit > 0.8
+
+
+def test_directions_command_reports_searched_and_random_directions(tiny_run):
+    result = run_in_process(
+        "explanations", "directions", str(tiny_run), "--layer", "1", "--directions", "1",
+        "--rounds", "2", "--excerpts", "128", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert len(found["directions"]) == len(found["random"]) == 1
+    direction = found["directions"][0]
+    assert direction["explanation"] and len(direction["history"]) == 2
+    assert abs(sum(x * x for x in direction["theta"]) - 1) < 1e-4

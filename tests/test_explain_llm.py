@@ -119,3 +119,13 @@ def test_server_problems_end_in_one_line(tiny_run, tmp_path, case, fragment):
     assert result.returncode != 0
     assert fragment in lines[-1] and lines[-1].startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_llm_revision_sends_the_old_explanation_and_the_probes(tiny_run, tmp_path):
+    with FakeLLM() as server:
+        arguments = explain_arguments(tiny_run, tmp_path / "e.sqlite", server.base_url)
+        result = run_in_process(*arguments, "--revise", "--json")
+        assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    revised = [row for row in rows if row["explainer"] == f"openai:{MODEL}+revised"]
+    assert len(revised) == 4 and all(row["explanation"] for row in revised)

@@ -113,6 +113,12 @@ def log_to_stderr(line: str) -> None:
     help="Corpus tokens streamed for activation records.",
 )
 @click.option("--no-ablation", is_flag=True, help="Skip the ablation score (needs the model).")
+@click.option(
+    "--revise",
+    is_flag=True,
+    help="Then test each explanation on unseen text it predicts fires and revise it; "
+    "stored as explainer NAME+revised.",
+)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", **DEVICE_OPTION)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -128,6 +134,7 @@ def explain(
     db: Path,
     tokens: int,
     no_ablation: bool,
+    revise: bool,
     seed: int,
     device: str,
     quiet: bool,
@@ -148,6 +155,8 @@ def explain(
 
     if (layer is None) == (circuit_file is None):
         raise UserError("give either --layer L or --circuit FILE")
+    if revise and backend not in ("offline", "openai"):
+        raise UserError("--revise works with the offline and openai backends, not baselines")
     if circuit_file is not None and unit_list is not None:
         raise UserError("--units goes with --layer, not with --circuit")
     loaded = load_run(run, device)
@@ -160,6 +169,8 @@ def explain(
         units = layer_units(loaded.model_config, layer, kind, indices)
     store = ExplanationStore(db)
     explainer, simulator, client = make_backend(backend, store, llm, loaded)
+    record_settings = RecordSettings(n_tokens=tokens, seed=seed)
+    score_settings = ScoreSettings(ablation=not no_ablation)
     rows = explain_units(
         loaded,
         str(run),
@@ -167,8 +178,8 @@ def explain(
         explainer,
         simulator,
         store,
-        RecordSettings(n_tokens=tokens, seed=seed),
-        ScoreSettings(ablation=not no_ablation),
+        record_settings,
+        score_settings,
         concurrency=client.concurrency if client is not None else 1,
         usage=client.usage.to_dict if client is not None else None,
         progress=not quiet,
@@ -177,6 +188,13 @@ def explain(
     if client is not None:
         spent = client.usage.to_dict()
         log_to_stderr(f"{backend} backend: {json_text(spent, indent=None)}")
+    if revise:
+        from sparsecircuits.explain.revision import revise_units
+
+        rows += revise_units(
+            loaded, str(run), units, explainer, simulator, store, record_settings,
+            score_settings, log=log_to_stderr,
+        )  # fmt: skip
     if circuit_file is not None:
         from sparsecircuits.explain.circuit_nodes import annotate_circuit
 
@@ -238,6 +256,53 @@ def top(
 
     rows = ExplanationStore(db).top(score, limit, layer=layer, kind=kind)
     emit([dict(row) for row in rows], as_json)
+
+
+@explanations.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--layer", type=click.IntRange(min=0), required=True)
+@click.option("--kind", default="mlp", show_default=True, help="Hook kind, as explain --kind.")
+@click.option("--directions", "count", type=POSITIVE_INT, default=4, show_default=True)
+@click.option("--rounds", type=POSITIVE_INT, default=5, show_default=True)
+@click.option("--excerpts", type=POSITIVE_INT, default=512, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def directions(
+    run: Path,
+    layer: int,
+    kind: str,
+    count: int,
+    rounds: int,
+    excerpts: int,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Search explainable directions in one layer (offline): a virtual unit over its whitened
+    channels, explained and moved towards its explanation in turns; random directions beside."""
+    from dataclasses import asdict
+
+    from sparsecircuits.explain.directions import find_directions
+    from sparsecircuits.explain.offline import OfflineExplainer, OfflineSimulator
+    from sparsecircuits.explain.units import layer_units
+    from sparsecircuits.loading import load_run
+
+    loaded = load_run(run)
+    layer_units(loaded.model_config, layer, kind, [0])  # the layer and kind exist
+    result = find_directions(
+        loaded, layer, kind, OfflineExplainer(), OfflineSimulator(), count, rounds,
+        excerpts=excerpts, seed=seed, log=log_to_stderr,
+    )  # fmt: skip
+    found = [asdict(d) for d in result["directions"]]
+    chance = [asdict(d) for d in result["random"]]
+    if as_json:
+        click.echo(json_text({"directions": found, "random": chance}, indent=None))
+        return
+    for label, group in (("searched", found), ("random", chance)):
+        scores = [d["score"] for d in group if d["score"] is not None]
+        mean = sum(scores) / len(scores) if scores else None
+        click.echo(f"{label} directions: mean score {fmt(mean)}")
+        for d in group:
+            click.echo(f"  {fmt(d['score'])}  {d['explanation']}")
 
 
 @explanations.command()

@@ -30,7 +30,9 @@ from sparsecircuits.explain.prompts import (
     json_simulation_messages,
     read_explanation,
     read_json_simulation,
+    revision_messages,
 )
+from sparsecircuits.explain.records import Excerpt
 
 UNEXPLAINED = "(the explainer gave no usable explanation)"
 
@@ -184,8 +186,13 @@ class LLMExplainer:
         self.name = f"openai:{client.model}"
 
     def explain(self, evidence: Evidence) -> str:
-        answer = self.client.chat(explanation_messages(evidence, self.n_excerpts), max_tokens=80)
-        explanation = read_explanation(answer)
+        return self.answer(explanation_messages(evidence, self.n_excerpts))
+
+    def revise(self, evidence: Evidence, old: str, probes: list[Excerpt]) -> str:
+        return self.answer(revision_messages(evidence, old, probes, self.n_excerpts))
+
+    def answer(self, messages: list[dict]) -> str:
+        explanation = read_explanation(self.client.chat(messages, max_tokens=80))
         if explanation is None:
             self.client.count_malformed()
             return UNEXPLAINED

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sparsecircuits.explain.records import Excerpt
 from sparsecircuits.explain.rules import Rules, parse_rules, simulate_rules
@@ -136,6 +136,11 @@ class OfflineExplainer:
         category, category_score = self.best_category(evidence)
         # A category needs a clear margin: "the token X" is the sharper claim.
         return category if category_score > rules_score + 0.05 else rules_text
+
+    def revise(self, evidence: Evidence, old: str, probes: list[Excerpt]) -> str:
+        """Explain again with the probes among the evidence: where the old explanation fired
+        falsely they are counterexamples the cross-validation sees."""
+        return self.explain(replace(evidence, random=evidence.random + probes))
 
     def best_category(self, evidence: Evidence) -> tuple[str, float]:
         """The built-in category whose simulation fits the evidence best (no fitting, so its

@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 
 from sparsecircuits.explain.offline import Evidence
+from sparsecircuits.explain.records import Excerpt
 from sparsecircuits.explain.scoring import to_scale
 
 EXPLAIN_SYSTEM = (
@@ -60,18 +61,41 @@ def show(token: str) -> str:
 
 
 def explanation_messages(evidence: Evidence, n_excerpts: int = 5) -> list[dict]:
+    user = excerpt_blocks(evidence, evidence.top[:n_excerpts], "Text")
+    user += f"\n\nComplete in one sentence: {EXPLAIN_LEAD} ..."
+    return [{"role": "system", "content": EXPLAIN_SYSTEM}, {"role": "user", "content": user}]
+
+
+def revision_messages(
+    evidence: Evidence, old: str, probes: list[Excerpt], n_excerpts: int = 5
+) -> list[dict]:
+    """The explainer's evidence again, its old explanation, and texts that explanation says
+    should activate the unit with what the unit really did there."""
+    user = excerpt_blocks(evidence, evidence.top[:n_excerpts], "Text")
+    user += (
+        f"\n\nAn earlier explanation said: the unit responds to {old}.\nHere are texts where "
+        "that explanation predicts a response, with the unit's true activations:\n\n"
+    )
+    user += excerpt_blocks(evidence, probes, "Test text")
+    user += (
+        "\n\nWhere the earlier explanation was wrong, correct it. Complete in one sentence: "
+        f"{EXPLAIN_LEAD} ..."
+    )
+    return [{"role": "system", "content": EXPLAIN_SYSTEM}, {"role": "user", "content": user}]
+
+
+def excerpt_blocks(evidence: Evidence, excerpts: list[Excerpt], label: str) -> str:
     blocks = []
-    for number, excerpt in enumerate(evidence.top[:n_excerpts], start=1):
+    for number, excerpt in enumerate(excerpts, start=1):
         tokens = evidence.texts(excerpt)
         values = to_scale(excerpt.activations, evidence.max_activation)
-        block = f"Text {number}:\n<start>\n{format_pairs(tokens, values)}\n<end>"
+        block = f"{label} {number}:\n<start>\n{format_pairs(tokens, values)}\n<end>"
         nonzero = [(t, v) for t, v in zip(tokens, values, strict=True) if v > 0]
         if nonzero and len(nonzero) < SPARSE_FRACTION * len(tokens):
             repeated = format_pairs([t for t, _ in nonzero], [v for _, v in nonzero])
             block += f"\nThe same text, non-zero activations only:\n<start>\n{repeated}\n<end>"
         blocks.append(block)
-    user = "\n\n".join(blocks) + f"\n\nComplete in one sentence: {EXPLAIN_LEAD} ..."
-    return [{"role": "system", "content": EXPLAIN_SYSTEM}, {"role": "user", "content": user}]
+    return "\n\n".join(blocks)
 
 
 def read_explanation(text: str) -> str | None:

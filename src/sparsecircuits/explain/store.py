@@ -7,7 +7,8 @@ Schema (version 1):
 - `explanations`: one row per unit per run: the unit (name, layer, kind, index), the
   explanation text, its scores (correlation on top-and-random and random-only excerpts,
   explained variance, ablation, detection and fuzzing; NULL where undefined, e.g. a unit that
-  never fired on the random excerpts) and the unit's activation statistics.
+  never fired on the random excerpts), the unit's activation statistics, and `details`
+  (JSON; a revision's probe figures).
 - `llm_requests`: the `openai` backend's answers by a hash of the request (server, endpoint,
   model, messages, settings), so no request is sent twice.
 
@@ -61,6 +62,7 @@ CREATE TABLE IF NOT EXISTS explanations (
     fuzzing REAL,
     max_activation REAL,
     fraction_nonzero REAL,
+    details TEXT,
     created_at TEXT NOT NULL,
     UNIQUE (run_id, unit)
 );
