@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from sparsecircuits.explain.records import Excerpt
-from sparsecircuits.explain.rules import Rules, parse_rules, simulate_rules
+from sparsecircuits.explain.rules import Rules, RulesSimulation, parse_rules
 from sparsecircuits.explain.scoring import ACTIVE_FRACTION, correlation
 
 MAX_TARGETS = 6  # tokens an explanation names at most: a sentence, not a lookup table
@@ -83,13 +83,21 @@ class Evidence:
     token_texts: Sequence[str]  # token id -> its text
     max_activation: float
     favoured_tokens: list[str] | None = None  # by input weights (first-layer units)
+    # Token strings of each excerpt, built once: candidates are scored on them many times.
+    text_cache: dict[int, tuple[Excerpt, list[str]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def excerpts(self) -> list[Excerpt]:
         return self.top + self.random
 
     def texts(self, excerpt: Excerpt) -> list[str]:
-        return [self.token_texts[token] for token in excerpt.tokens]
+        cached = self.text_cache.get(id(excerpt))
+        if cached is None or cached[0] is not excerpt:
+            cached = (excerpt, [self.token_texts[token] for token in excerpt.tokens])
+            self.text_cache[id(excerpt)] = cached
+        return cached[1]
 
 
 class OfflineSimulator:
@@ -102,7 +110,8 @@ class OfflineSimulator:
         """Predicted activation (0..10) of every token of every excerpt."""
         rules = parse_rules(explanation)
         if not rules.empty():
-            return [simulate_rules(rules, tokens) for tokens in excerpts]
+            simulation = RulesSimulation(rules)
+            return [simulation(tokens) for tokens in excerpts]
         if self.semantic is None:
             from sparsecircuits.explain.semantic import shared_semantic
 
@@ -185,8 +194,8 @@ class OfflineExplainer:
 def fit(rules: Rules, evidence: Evidence) -> float | None:
     """Correlation of the rules' simulation with the evidence's activations (None when the
     evidence never fires)."""
-    excerpts = [evidence.texts(excerpt) for excerpt in evidence.excerpts]
-    simulated = [simulate_rules(rules, tokens) for tokens in excerpts]
+    simulation = RulesSimulation(rules)
+    simulated = [simulation(evidence.texts(excerpt)) for excerpt in evidence.excerpts]
     return correlation([excerpt.activations for excerpt in evidence.excerpts], simulated)
 
 

@@ -16,6 +16,7 @@ sentence-embedding simulator (explain.semantic).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -106,21 +107,43 @@ def best_match(token: str, wanted: list[str]) -> tuple[float, int]:
 
 def simulate_rules(rules: Rules, tokens: list[str]) -> list[float]:
     """Predicted activation (0..10) of every token of one excerpt under `rules`."""
-    predicted = []
-    for position, token in enumerate(tokens):
-        if rules.targets:
-            strength, rank = best_match(token, rules.targets)
-            # Targets are listed strongest first: the last one predicts half of the first.
-            strength *= 1.0 - 0.5 * rank / max(1, len(rules.targets) - 1) if rank >= 0 else 0
-        else:
-            strength = 1.0
-        if strength and rules.after:
-            previous = tokens[position - 1] if position > 0 else None
-            context = best_match(previous, rules.after)[0] if previous is not None else 0.0
-            strength *= max(context, OUT_OF_CONTEXT if rules.targets else 0.0)
-        if strength and rules.before:
-            following = tokens[position + 1] if position + 1 < len(tokens) else None
-            context = best_match(following, rules.before)[0] if following is not None else 0.0
-            strength *= max(context, OUT_OF_CONTEXT if rules.targets else 0.0)
-        predicted.append(10.0 * strength)
-    return predicted
+    return RulesSimulation(rules)(tokens)
+
+
+class RulesSimulation:
+    """`rules` as a predictor, its token matches cached: simulate many excerpts with one."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self.target = matcher(rules.targets, ranked=True)
+        self.after = matcher(rules.after, ranked=False)
+        self.before = matcher(rules.before, ranked=False)
+        self.out_of_context = OUT_OF_CONTEXT if rules.targets else 0.0
+
+    def __call__(self, tokens: list[str]) -> list[float]:
+        rules, predicted = self.rules, []
+        for position, token in enumerate(tokens):
+            strength = self.target(token) if rules.targets else 1.0
+            if strength and rules.after:
+                context = self.after(tokens[position - 1]) if position > 0 else 0.0
+                strength *= max(context, self.out_of_context)
+            if strength and rules.before:
+                following = position + 1 < len(tokens)
+                context = self.before(tokens[position + 1]) if following else 0.0
+                strength *= max(context, self.out_of_context)
+            predicted.append(10.0 * strength)
+        return predicted
+
+
+def matcher(wanted: list[str], ranked: bool):  # noqa: ANN201 (a cached function)
+    """Match strength of a token against `wanted`, cached per distinct token. Targets are
+    `ranked`: listed strongest first, the last predicts half of the first."""
+
+    @functools.cache
+    def strength(token: str) -> float:
+        value, rank = best_match(token, wanted)
+        if rank < 0:
+            return 0.0
+        return value * (1.0 - 0.5 * rank / max(1, len(wanted) - 1)) if ranked else value
+
+    return strength

@@ -47,18 +47,21 @@ class SemanticSimulator:
     def simulate(self, explanation: str, excerpts: list[list[str]]) -> list[list[float]]:
         target = self.embed([explanation.strip()])[0]
         words = [word(token) for tokens in excerpts for token in tokens]
-        present = [w for w in words if w]
-        similarity = dict(zip(present, (self.embed(present) @ target).tolist(), strict=True))
-        predicted = []
+        distinct = list(dict.fromkeys(w for w in words if w))
+        predicted: dict[str, float] = {"": 0.0}
+        if distinct:
+            similarity = (self.embed(distinct) @ target).tolist()
+            for text, value in zip(distinct, similarity, strict=True):
+                predicted[text] = 10.0 * max(0.0, value - SIMILARITY_FLOOR) / (1 - SIMILARITY_FLOOR)
+        flat = [predicted[w] for w in words]
+        rows, start = [], 0
         for tokens in excerpts:
-            row = []
-            for token in tokens:
-                value = similarity.get(word(token), 0.0) if word(token) else 0.0
-                row.append(10.0 * max(0.0, value - SIMILARITY_FLOOR) / (1 - SIMILARITY_FLOOR))
-            predicted.append(row)
-        return predicted
+            rows.append(flat[start : start + len(tokens)])
+            start += len(tokens)
+        return rows
 
 
+@functools.cache
 def word(token: str) -> str:
     """The token without its surrounding spaces and punctuation-only noise ("" for none)."""
     stripped = token.strip()
