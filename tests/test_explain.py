@@ -440,3 +440,12 @@ def test_directions_command_reports_searched_and_random_directions(tiny_run):
     direction = found["directions"][0]
     assert direction["explanation"] and len(direction["history"]) == 2
     assert abs(sum(x * x for x in direction["theta"]) - 1) < 1e-4
+
+
+def test_querying_an_empty_database_says_so(tmp_path):
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    result = run_in_process("explanations", "top", "--db", str(empty))
+    assert result.returncode == 0 and result.stdout.strip() == "no explanation matches"
+    missing = run_in_process("explanations", "top", "--db", str(tmp_path / "none.sqlite"))
+    assert missing.returncode != 0 and "does not exist" in missing.stderr

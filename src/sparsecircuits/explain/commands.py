@@ -207,9 +207,9 @@ def explain(
     click.echo(f"stored in {db}")
 
 
-def print_rows(rows: list[dict]) -> None:
+def print_rows(rows: list[dict], empty: str = "nothing new to explain") -> None:
     if not rows:
-        click.echo("nothing new to explain")
+        click.echo(empty)
         return
     click.echo(f"{'unit':<16} {'top+random':>10} {'random':>7}  explanation")
     for row in sorted(rows, key=lambda r: -(r["score_top_and_random"] or -2)):
@@ -323,7 +323,7 @@ def emit(rows: list[dict], as_json: bool) -> None:
         for row in rows:
             click.echo(json_text(row, indent=None))
         return
-    print_rows(rows)
+    print_rows(rows, empty="no explanation matches")
 
 
 @click.group()
