@@ -28,7 +28,7 @@ def test_demo_command_trains_and_writes_its_report(tmp_path, corpus_dir, tiny_ru
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stdout and "no circuit:" in again.stdout
-    assert "explaining its nodes and 32 neurons" in again.stdout
+    assert "explaining its nodes and 24 neurons" in again.stdout
     html = (out / "report.html").read_text()
     assert "What the units do" in html and html.count("<td><code>1.mlp.") >= 5
     assert (out / "explanations.sqlite").is_file()

@@ -107,6 +107,17 @@ def explain_and_simulate(
 ) -> Simulated:
     """The language part of one unit (what an LLM backend runs in worker threads)."""
     explanation = explainer.explain(evidence_for(records, texts))
+    return simulate_score_half(records, explanation, simulator, texts, settings)
+
+
+def simulate_score_half(
+    records: UnitRecords,
+    explanation: str,
+    simulator: Simulator,
+    texts: Sequence[str],
+    settings: ScoreSettings,
+) -> Simulated:
+    """`explanation`'s simulation of every excerpt of the score half a score reads."""
     excerpts = unique(scored_excerpts(records, settings))
     simulated = simulator.simulate(explanation, [[texts[t] for t in e.tokens] for e in excerpts])
     by_offset = {e.offset: s for e, s in zip(excerpts, simulated, strict=True)}

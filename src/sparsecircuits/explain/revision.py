@@ -22,14 +22,12 @@ from sparsecircuits.circuits.circuit_file import model_hash
 from sparsecircuits.explain.pipeline import (
     Explainer,
     ScoreSettings,
-    Simulated,
     Simulator,
     evidence_for,
     records_folder,
-    scored_excerpts,
     scores_of,
+    simulate_score_half,
     token_texts,
-    unique,
     unit_row,
 )
 from sparsecircuits.explain.records import Excerpt, RecordSettings, collect_records
@@ -124,14 +122,7 @@ def revise_units(
         found = probes[unit]
         shown, judged = found[0::2], found[1::2]
         revised = explainer.revise(evidence_for(records[unit], texts), explanations[unit], shown)
-        excerpts = unique(scored_excerpts(records[unit], score_settings))
-        simulated = simulator.simulate(revised, [[texts[t] for t in e.tokens] for e in excerpts])
-        result = Simulated(
-            records[unit],
-            revised,
-            excerpts,
-            {e.offset: s for e, s in zip(excerpts, simulated, strict=True)},
-        )
+        result = simulate_score_half(records[unit], revised, simulator, texts, score_settings)
         details = probe_figures(
             explanations[unit], revised, judged, records[unit].max_activation(), simulator, texts
         )

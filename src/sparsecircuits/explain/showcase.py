@@ -21,7 +21,7 @@ def explain_for_report(
     db: Path,
     sample_layer: int = 1,
     sample: int = 32,
-    tokens: int = 60_000,
+    tokens: int = 50_000,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """Explain the circuit's nodes (written into its file) and every k-th MLP neuron of one
