@@ -1,7 +1,11 @@
 """Explain: automated explanations of units (neurons, channels, circuit nodes), simulated and
-scored (spec: neuron-explainer.md).
+scored (spec: neuron-explainer.md; docs/explanations.md).
 
-Owns unit addressing (units.py) and activation records gathered in one streaming pass
-(records.py). Imports `sparsecircuits.loading`, `sparsecircuits.model`, `sparsecircuits.data`,
-`sparsecircuits.circuits` (to explain a circuit's nodes) and the leaf modules only.
+Reads top to bottom: units.py (what a unit is) -> records.py (activation records in one
+streaming pass) -> rules.py and offline.py (the offline explainer and simulator; semantic.py for
+prose), prompts.py and llm.py (the `openai` backend), baselines.py -> scoring.py and ablation.py
+(the scores) -> pipeline.py (explain, simulate, score, store a set of units) -> revision.py,
+directions.py, puzzles.py, circuit_nodes.py -> store.py (the SQLite database) and commands.py.
+Imports `sparsecircuits.loading`, `sparsecircuits.model`, `sparsecircuits.data`,
+`sparsecircuits.circuits` (circuit files) and the leaf modules only.
 """

@@ -1,4 +1,4 @@
-"""`sparsecircuits explain` and `sparsecircuits explanations top|search`."""
+"""`sparsecircuits explain`, `explanations top|search|directions` and `puzzles run`."""
 
 from __future__ import annotations
 
