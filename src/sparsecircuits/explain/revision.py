@@ -30,7 +30,7 @@ from sparsecircuits.explain.pipeline import (
     token_texts,
     unit_row,
 )
-from sparsecircuits.explain.records import Excerpt, RecordSettings, collect_records
+from sparsecircuits.explain.records import Excerpt, RecordSettings, collect_records, excerpt
 from sparsecircuits.explain.scoring import ACTIVE_FRACTION, correlation
 from sparsecircuits.explain.store import ExplanationStore
 from sparsecircuits.explain.units import Unit, unit_activations
@@ -75,17 +75,13 @@ def probe_excerpts(
                 peak = max(values) if values else 0.0
                 if peak <= 0:
                     continue
-                found = excerpt_of(tokens[row], acts[row, :, u], offsets[row])
+                found = excerpt(tokens[row], acts[row, :, u], offsets[row])
                 item = (peak, -int(offsets[row]), found)
                 if len(best[unit]) < PROBES:
                     heapq.heappush(best[unit], item)
                 else:
                     heapq.heappushpop(best[unit], item)
     return {unit: [item[2] for item in sorted(items, reverse=True)] for unit, items in best.items()}
-
-
-def excerpt_of(tokens, acts, offset) -> Excerpt:  # noqa: ANN001 (tensors)
-    return Excerpt(tokens.tolist(), acts.tolist(), int(offset))
 
 
 def revise_units(
