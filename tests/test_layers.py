@@ -15,8 +15,10 @@ LEVELS = {
     "model": 1,
     "loading": 2,
     "tasks": 3,
+    "imports": 3,
     "train": 4,
     "circuits": 5,
+    "interp": 5,
     "explain": 6,
     "report": 7,
 }

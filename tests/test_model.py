@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from sparsecircuits.model import GPT, GPTConfig, abs_topk
+from sparsecircuits.errors import UserError
+from sparsecircuits.model import GPT, GPTConfig, HookEditError, abs_topk
 
 
 def make_model(**options) -> GPT:
@@ -20,6 +21,9 @@ OPTIONS = [
     {},
     {"attention_sink": True},
     {"afrac": 0.25, "learned_positions": True, "bigram_table": True, "attention_sink": True},
+    # The options imported models use: GPT-2's and OpenAI's circuit-sparsity models'.
+    {"norm": "layer", "activation": "gelu_tanh", "tied_embeddings": True, "n_head": 3},
+    {"afrac": 0.5, "afrac_sites": ["q", "resid_mid", "resid_post"], "activation": "relu"},
 ]
 
 
@@ -102,10 +106,38 @@ def test_hooks_are_removed_even_when_the_block_raises():
     assert not any(point.active for point in model._hook_points.values())
 
 
-def test_unknown_hook_name_is_a_clear_error():
+def test_unknown_hook_name_is_a_clear_error_with_close_matches():
     model = make_model()
     with pytest.raises(KeyError, match="no hook point matches"), model.cache("blocks.9.nothing"):
         pass
+    with pytest.raises(UserError, match="did you mean blocks.1.hook_resid_post"):
+        model.run_with_cache(TOKENS, "blocks.1.hook_resid_pots")
+    with pytest.raises(UserError, match="did you mean blocks.0.mlp.hook_pre"):
+        model.run_with_cache(TOKENS, "blocks.0.mlp.hook_neurons")
+
+
+def test_an_edit_of_the_wrong_shape_or_dtype_names_the_hook_and_shapes():
+    model = make_model()
+    wrong = {
+        "blocks.0.hook_resid_mid": lambda x, hook: x[:, :-1],
+        "blocks.1.mlp.hook_post": lambda x, hook: x.double(),
+    }
+    for name, fn in wrong.items():
+        with pytest.raises(HookEditError, match=rf"at {name} returned \("), model.edit({name: fn}):
+            model(TOKENS)
+
+
+def test_run_with_cache_keeps_only_what_was_named_where_and_how_asked():
+    model = make_model()
+    residual, cache = model.run_with_cache(
+        TOKENS, "blocks.0.hook_resid_post", stop_at_layer=1, dtype=torch.bfloat16
+    )
+    assert set(cache) == {"blocks.0.hook_resid_post"}
+    assert cache["blocks.0.hook_resid_post"].dtype == torch.bfloat16
+    stored = cache["blocks.0.hook_resid_post"].float()
+    torch.testing.assert_close(stored, residual, atol=0.05, rtol=0.02)
+    with pytest.raises(UserError, match="not computed with stop_at_layer=1"):
+        model.run_with_cache(TOKENS, "blocks.1.hook_resid_post", stop_at_layer=1)
 
 
 def test_per_head_results_sum_to_the_attention_output():

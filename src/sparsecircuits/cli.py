@@ -47,11 +47,18 @@ STAGE_COMMANDS = {
         "sparsecircuits.explain.commands",
         "Query a database of explanations (`sparsecircuits explain...",
     ),
+    "import": (
+        "sparsecircuits.imports.commands",
+        "Convert a model trained elsewhere into a run folder every...",
+    ),
     "puzzles": (
         "sparsecircuits.explain.commands",
         "Synthetic units with a known explanation: does the scorer...",
     ),
 }
+
+# Commands whose name is a Python keyword have a function of another name.
+STAGE_FUNCTIONS = {"import": "import_"}
 
 
 class StageGroup(click.Group):
@@ -63,7 +70,7 @@ class StageGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in STAGE_COMMANDS and name not in self.commands:
             module = importlib.import_module(STAGE_COMMANDS[name][0])
-            self.add_command(getattr(module, name), name)
+            self.add_command(getattr(module, STAGE_FUNCTIONS.get(name, name)), name)
         return super().get_command(ctx, name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

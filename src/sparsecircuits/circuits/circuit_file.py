@@ -69,6 +69,7 @@ def outcome_to_record(run: Run, outcome: PruneOutcome) -> dict:
             "d_model": config.d_model,
             "d_mlp": config.d_mlp,
             "d_head": config.d_head,
+            "d_attn": config.d_attn,
         },
         "nodes": nodes,
         "edges": [{"source": e.source, "target": e.target, "weight": e.weight} for e in edges],
@@ -104,6 +105,16 @@ class CircuitModel(BaseModel):
     d_model: PositiveInt
     d_mlp: PositiveInt
     d_head: PositiveInt = 16  # not recorded by the first circuit files
+    d_attn: PositiveInt | None = None  # q/k/v width; d_model where not recorded
+
+
+def channel_width(model: CircuitModel, kind: str) -> tuple[str, int]:
+    """The recorded width of a node kind's layer, with the field that records it."""
+    if kind == "mlp_neuron":
+        return "d_mlp", model.d_mlp
+    if kind in ("q", "k", "v") and model.d_attn is not None:
+        return "d_attn", model.d_attn
+    return "d_model", model.d_model
 
 
 class CircuitNode(BaseModel):
@@ -174,9 +185,7 @@ def node_problem(node: CircuitNode, model: CircuitModel) -> tuple[str, str] | No
         return "layer", f"final_norm is at layer model.n_layer {model.n_layer}, got {node.layer}"
     if node.kind != "final_norm" and node.layer >= model.n_layer:
         return "layer", f"{node.layer} is past the last layer (model.n_layer {model.n_layer})"
-    name, width = (
-        ("d_mlp", model.d_mlp) if node.kind == "mlp_neuron" else ("d_model", model.d_model)
-    )
+    name, width = channel_width(model, node.kind)
     if node.index >= width:
         return "index", f"{node.index} is past the last {node.kind} channel (model.{name} {width})"
     expected_id = f"{node.layer}.{node.kind}.{node.index}"

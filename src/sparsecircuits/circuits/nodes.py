@@ -52,7 +52,7 @@ def node_groups(config: GPTConfig) -> list[NodeGroup]:
     groups = []
     for layer in range(config.n_layer):
         for kind, hook in BLOCK_NODE_KINDS:
-            width = config.d_mlp if kind == "mlp_neuron" else config.d_model
+            width = config.site_width(kind)
             groups.append(NodeGroup(layer, kind, f"blocks.{layer}.{hook}", width))
     groups.append(NodeGroup(config.n_layer, "final_norm", "hook_final_norm", config.d_model))
     return groups

@@ -62,7 +62,7 @@ class Unit:
 
 
 def kind_width(config: GPTConfig, kind: str) -> int:
-    return config.d_mlp if kind == "mlp" else config.d_model
+    return config.site_width("mlp_neuron" if kind == "mlp" else kind)
 
 
 def layer_units(

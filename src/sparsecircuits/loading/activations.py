@@ -85,10 +85,7 @@ def iter_activations(
             f"1..{n_ctx} tokens, got {n_tokens}, {batch_size}, {start}, {window}"
         )
     model = run.model
-    try:
-        names = model.resolve_hook_names(hooks)
-    except KeyError as error:
-        raise UserError(str(error.args[0])) from None
+    names = model.resolve_hook_names(hooks)  # an unknown name is a UserError with suggestions
     corpus = corpus or run_corpus(run, progress)
     stream = corpus.val if split == "val" else corpus.train
     wanted = max(1, n_tokens // window)

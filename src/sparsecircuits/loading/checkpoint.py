@@ -55,6 +55,7 @@ class RunConfigFile(BaseModel):
     model: GPTConfig
     train: TrainConfig
     data: DataSection = DataSection()
+    source: dict | None = None  # where an imported model came from (sparsecircuits import)
 
 
 class TrainerState(BaseModel):
@@ -98,14 +99,25 @@ class Run:
     """A loaded checkpoint: everything later stages need."""
 
     model: GPT
-    tokenizer: CodeTokenizer
-    config: dict  # the whole config.json: "model", "train", "data"
+    # None for a model imported without its tokenizer files: it runs on token ids only.
+    tokenizer_or_none: CodeTokenizer | None
+    config: dict  # the whole config.json: "model", "train", "data" (and "source" if imported)
     state: dict  # trainer_state.json: step, tokens, val_loss, ...
     path: Path  # the checkpoint folder
 
     @property
     def model_config(self) -> GPTConfig:
         return self.model.config
+
+    @property
+    def tokenizer(self) -> CodeTokenizer:
+        """The run's tokenizer; a UserError that says why for a run that has none."""
+        if self.tokenizer_or_none is None:
+            raise UserError(
+                f"{self.path} has no tokenizer (it was imported without tokenizer files), so "
+                "it cannot read or show text; import it again with its tokenizer"
+            )
+        return self.tokenizer_or_none
 
 
 def save_checkpoint(
@@ -173,8 +185,10 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     state_file = folder / "trainer_state.json"
     state = read_json(state_file) if state_file.is_file() else {}
     tokenizer_file = folder / "tokenizer.json"
-    tokenizer = CodeTokenizer.from_file(tokenizer_file)
-    if tokenizer.vocab_size > config.model.vocab_size:
+    tokenizer = None
+    if tokenizer_file.exists() or not config.model_dump(exclude_unset=True).get("source"):
+        tokenizer = CodeTokenizer.from_file(tokenizer_file)
+    if tokenizer is not None and tokenizer.vocab_size > config.model.vocab_size:
         raise field_error(
             tokenizer_file,
             "",

@@ -6,13 +6,15 @@ sparsecircuits packages except the leaf modules `errors` and `validation`.
 
 from sparsecircuits.model.config import ACTIVATION_SPARSITY_SITES, GPTConfig
 from sparsecircuits.model.gpt import GPT, abs_topk, next_token_loss
-from sparsecircuits.model.hooks import ActivationCache, HookPoint
+from sparsecircuits.model.hooks import ActivationCache, HookEditError, HookNameError, HookPoint
 
 __all__ = [
     "ACTIVATION_SPARSITY_SITES",
     "GPT",
     "ActivationCache",
     "GPTConfig",
+    "HookEditError",
+    "HookNameError",
     "HookPoint",
     "abs_topk",
     "next_token_loss",

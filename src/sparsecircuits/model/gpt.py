@@ -1,8 +1,10 @@
 """The one GPT: trained, analysed and pruned through the same forward pass.
 
 Pre-norm GPT-2 style with RMSNorm, untied embeddings, GELU MLP and small heads (spec
-section 1). Every intermediate value an analysis may need passes through a named HookPoint;
-the table of names is in docs/hooks.md.
+section 1). LayerNorm, tied embeddings, other activations and wider attention are options, so
+that imported models (GPT-2, OpenAI's circuit-sparsity release) run through this same class.
+Every intermediate value an analysis may need passes through a named HookPoint; the table of
+names is in docs/hooks.md.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsecircuits.model.config import GPTConfig
-from sparsecircuits.model.hooks import HookedModule, HookPoint
+from sparsecircuits.model.hooks import ActivationCache, HookedModule, HookNameError, HookPoint
 
 
 def abs_topk(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -36,37 +38,49 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 
 
 class ActivationSparsity(nn.Module):
-    """AbsTopK at one site; the identity when the model has no activation sparsity."""
+    """AbsTopK at one site; the identity where the model has no activation sparsity."""
 
-    def __init__(self, afrac: float | None, width: int) -> None:
+    def __init__(self, config: GPTConfig, site: str) -> None:
         super().__init__()
-        self.k = width if afrac is None else max(1, int(afrac * width))
+        self.k = config.sparsity_k(site)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return abs_topk(x, self.k)
+        return x if self.k is None else abs_topk(x, self.k)
 
 
-class RMSNorm(nn.Module):
-    def __init__(self, width: int, eps: float) -> None:
+class Norm(nn.Module):
+    """RMSNorm (trained models) or LayerNorm with a bias (GPT-2), as the config says."""
+
+    def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(width))
-        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(config.d_model))
+        self.bias = nn.Parameter(torch.zeros(config.d_model)) if config.norm == "layer" else None
+        self.eps = config.norm_eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        if self.bias is None:
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+
+
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's "gelu_new"
+    "relu": F.relu,
+}
 
 
 class Attention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        d = config.d_model
+        d, inner = config.d_model, config.d_attn
         self.n_head, self.d_head = config.n_head, config.d_head
         # Separate q/k/v projections so every channel is its own prunable, sparsifiable row.
-        self.q_proj, self.k_proj, self.v_proj = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
-        self.out_proj = nn.Linear(d, d)
+        self.q_proj, self.k_proj = nn.Linear(d, inner), nn.Linear(d, inner)
+        self.v_proj, self.out_proj = nn.Linear(d, inner), nn.Linear(inner, d)
         self.sink_logit = nn.Parameter(torch.zeros(self.n_head)) if config.attention_sink else None
         self.sparsify_q, self.sparsify_k, self.sparsify_v = (
-            ActivationSparsity(config.afrac, d) for _ in range(3)
+            ActivationSparsity(config, site) for site in ("q", "k", "v")
         )
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
         self.hook_pattern = HookPoint()  # [batch, head, query, key]
@@ -120,27 +134,32 @@ class MLP(nn.Module):
         super().__init__()
         self.fc = nn.Linear(config.d_model, config.d_mlp)
         self.proj = nn.Linear(config.d_mlp, config.d_model)
-        self.sparsify_neurons = ActivationSparsity(config.afrac, config.d_mlp)
+        self.activation = ACTIVATIONS[config.activation]
+        self.sparsify_neurons = ActivationSparsity(config, "mlp_neuron")
         self.hook_pre = HookPoint()
         self.hook_post = HookPoint()  # the neurons, after GELU (and AbsTopK)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        neurons = self.hook_post(self.sparsify_neurons(F.gelu(self.hook_pre(self.fc(x)))))
+        neurons = self.hook_post(self.sparsify_neurons(self.activation(self.hook_pre(self.fc(x)))))
         return self.proj(neurons)
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        d = config.d_model
-        self.norm_attn, self.norm_mlp = RMSNorm(d, config.rms_eps), RMSNorm(d, config.rms_eps)
+        self.norm_attn, self.norm_mlp = Norm(config), Norm(config)
         self.attn, self.mlp = Attention(config), MLP(config)
         (
             self.sparsify_attn_in,
             self.sparsify_attn_out,
             self.sparsify_mlp_in,
             self.sparsify_mlp_out,
-        ) = (ActivationSparsity(config.afrac, d) for _ in range(4))
+            self.sparsify_resid_mid,
+            self.sparsify_resid_post,
+        ) = (
+            ActivationSparsity(config, site)
+            for site in ("attn_in", "attn_out", "mlp_in", "mlp_out", "resid_mid", "resid_post")
+        )
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = (
             HookPoint() for _ in range(3)
         )
@@ -150,9 +169,11 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.hook_resid_pre(x)
         attn_in = self.hook_attn_in(self.sparsify_attn_in(self.norm_attn(x)))
-        x = self.hook_resid_mid(x + self.hook_attn_out(self.sparsify_attn_out(self.attn(attn_in))))
+        x = x + self.hook_attn_out(self.sparsify_attn_out(self.attn(attn_in)))
+        x = self.hook_resid_mid(self.sparsify_resid_mid(x))
         mlp_in = self.hook_mlp_in(self.sparsify_mlp_in(self.norm_mlp(x)))
-        return self.hook_resid_post(x + self.hook_mlp_out(self.sparsify_mlp_out(self.mlp(mlp_in))))
+        x = x + self.hook_mlp_out(self.sparsify_mlp_out(self.mlp(mlp_in)))
+        return self.hook_resid_post(self.sparsify_resid_post(x))
 
 
 class GPT(HookedModule):
@@ -162,8 +183,11 @@ class GPT(HookedModule):
         self.wte = nn.Embedding(config.vocab_size, config.d_model)
         self.wpe = nn.Embedding(config.n_ctx, config.d_model) if config.learned_positions else None
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.norm_final = RMSNorm(config.d_model, config.rms_eps)
+        self.norm_final = Norm(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size)
+        if config.tied_embeddings:
+            self.lm_head.weight = self.wte.weight
+            self.register_load_state_dict_pre_hook(self._fill_tied_weight)
         self.bigram = (
             nn.Embedding(config.vocab_size, config.vocab_size) if config.bigram_table else None
         )
@@ -187,6 +211,17 @@ class GPT(HookedModule):
                 nn.init.normal_(param, std=residual_std)
             else:
                 nn.init.normal_(param, std=0.02)
+
+    def state_dict(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """As nn.Module's, but a tied unembedding is stored once, as `wte.weight`."""
+        weights = super().state_dict(*args, **kwargs)
+        if self.config.tied_embeddings:
+            prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
+            weights.pop(f"{prefix}lm_head.weight", None)
+        return weights
+
+    def _fill_tied_weight(self, module: nn.Module, weights: dict, prefix: str, *_) -> None:
+        weights.setdefault(f"{prefix}lm_head.weight", weights.get(f"{prefix}wte.weight"))
 
     def forward(
         self,
@@ -225,12 +260,30 @@ class GPT(HookedModule):
         return next_token_loss(self(tokens), targets)
 
     def run_with_cache(
-        self, tokens: torch.Tensor, names: str | list[str] = "*"
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Logits and the activations named (globs allowed); cache only what you need."""
-        with self.cache(names) as store:
-            logits = self(tokens)
-        return logits, store
+        self,
+        tokens: torch.Tensor,
+        names: str | list[str] = "*",
+        *,
+        stop_at_layer: int | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[torch.Tensor, ActivationCache]:
+        """Logits (or, with `stop_at_layer`, the residual stream entering that layer) and the
+        activations named (globs allowed); only what is named is kept."""
+        names = self.resolve_hook_names(names)
+        if stop_at_layer is not None:
+            late = [name for name in names if name.startswith("blocks.")]
+            late = [name for name in late if int(name.split(".")[1]) >= stop_at_layer]
+            late += [name for name in names if not name.startswith(("blocks.", "hook_embed"))]
+            late = [name for name in late if name != "hook_pos_embed"]
+            if late and names != self.hook_names:  # "*" with a stop means "all that runs"
+                raise HookNameError(
+                    f"{late[0]} is not computed with stop_at_layer={stop_at_layer}: only the "
+                    f"embeddings and blocks 0..{stop_at_layer - 1} run"
+                )
+        with self.cache(names, device=device, dtype=dtype) as store:
+            output = self(tokens, stop_at_layer=stop_at_layer)
+        return output, store
 
     @torch.no_grad()
     def generate(self, tokens: torch.Tensor, max_new_tokens: int) -> torch.Tensor:

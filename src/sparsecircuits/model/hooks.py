@@ -8,6 +8,7 @@ so there is exactly one forward pass in the project.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -15,7 +16,20 @@ from contextlib import AbstractContextManager, contextmanager
 import torch
 from torch import nn
 
+from sparsecircuits.errors import UserError
+
 HookFn = Callable[[torch.Tensor, "HookPoint"], torch.Tensor | None]
+
+
+class HookNameError(UserError, KeyError):
+    """A hook name or glob that matches no hook point (a KeyError too, for dict-like use)."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+class HookEditError(UserError, ValueError):
+    """A hook function returned a tensor that cannot stand in for the activation."""
 
 
 class HookPoint(nn.Module):
@@ -32,6 +46,11 @@ class HookPoint(nn.Module):
         for fn in self.fns:
             replacement = fn(x, self)
             if replacement is not None:
+                if replacement.shape != x.shape or replacement.dtype != x.dtype:
+                    raise HookEditError(
+                        f"an edit at {self.name} returned {tuple(replacement.shape)} "
+                        f"{replacement.dtype} for an activation of {tuple(x.shape)} {x.dtype}"
+                    )
                 x = replacement
         return x
 
@@ -70,9 +89,17 @@ class HookedModule(nn.Module):
         for pattern in patterns:
             matches = [name for name in self._hook_points if fnmatch.fnmatchcase(name, pattern)]
             if not matches:
-                raise KeyError(f"no hook point matches {pattern!r}; see model.hook_names")
+                raise HookNameError(self.unknown_hook_message(pattern))
             resolved.extend(name for name in matches if name not in resolved)
         return resolved
+
+    def unknown_hook_message(self, pattern: str) -> str:
+        close = difflib.get_close_matches(pattern, self._hook_points, n=3, cutoff=0.6)
+        if not close:  # a wrong suffix: suggest hooks of the same layer or module
+            stem = pattern.rsplit(".", 1)[0]
+            close = [name for name in self._hook_points if name.startswith(stem + ".")][:3]
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see model.hook_names"
+        return f"no hook point matches {pattern!r}{hint}"
 
     @contextmanager
     def hooks(self, pairs: Iterable[tuple[str, HookFn]]) -> Iterator[None]:
@@ -94,18 +121,26 @@ class HookedModule(nn.Module):
 
     @contextmanager
     def cache(
-        self, names: str | Iterable[str], *, detach: bool = True, device: str | None = None
+        self,
+        names: str | Iterable[str],
+        *,
+        detach: bool = True,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ) -> Iterator[ActivationCache]:
         """Record only the named activations (globs allowed) of forward passes in the block.
 
         With `detach=False` the cached tensors stay in the autograd graph (attribution
-        patching needs their gradients).
+        patching needs their gradients). `device` and `dtype` convert each tensor as it is
+        recorded (e.g. to the CPU in bfloat16, to halve what a long pass keeps).
         """
         store = ActivationCache()
 
         def record(x: torch.Tensor, point: HookPoint) -> None:
             value = x.detach() if detach else x
-            store[point.name] = value.to(device) if device else value
+            if device is not None or dtype is not None:
+                value = value.to(device=device, dtype=dtype)
+            store[point.name] = value
 
         with self.hooks((name, record) for name in self.resolve_hook_names(names)):
             yield store

@@ -21,7 +21,8 @@ def export_run(run: Path, out: Path) -> int:
     loaded = load_run(run)
     with atomic_folder(out) as staging:
         save_weights(loaded.model.state_dict(), staging / "model.safetensors")
-        loaded.tokenizer.save(staging / "tokenizer.json")
+        if loaded.tokenizer_or_none is not None:
+            loaded.tokenizer_or_none.save(staging / "tokenizer.json")
         write_json_atomic(staging / "config.json", loaded.config)
         write_json_atomic(staging / "trainer_state.json", loaded.state)
         run_folder = resolve_checkpoint(run).parent.parent  # metrics and plots beside checkpoints/
