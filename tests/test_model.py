@@ -37,7 +37,7 @@ def test_caching_every_hook_leaves_the_forward_pass_unchanged(options):
     torch.testing.assert_close(cached, plain, rtol=1e-5, atol=1e-5)
     assert set(cache) == set(model.hook_names)
     pattern = cache["blocks.1.attn.hook_pattern"]
-    assert pattern.shape == (3, 4, 16, 16)
+    assert pattern.shape == (3, model.config.n_head, 16, 16)
     assert torch.all(pattern.triu(1) == 0)
     row_sums = pattern.sum(-1)
     if options.get("attention_sink"):
@@ -112,7 +112,7 @@ def test_unknown_hook_name_is_a_clear_error_with_close_matches():
         pass
     with pytest.raises(UserError, match="did you mean blocks.1.hook_resid_post"):
         model.run_with_cache(TOKENS, "blocks.1.hook_resid_pots")
-    with pytest.raises(UserError, match="did you mean blocks.0.mlp.hook_pre"):
+    with pytest.raises(UserError, match="did you mean blocks.0.mlp.hook_post, blocks.0.mlp"):
         model.run_with_cache(TOKENS, "blocks.0.mlp.hook_neurons")
 
 

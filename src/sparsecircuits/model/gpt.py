@@ -96,10 +96,15 @@ class Attention(nn.Module):
         z = self.hook_z(self.mix_values(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)))
         if not self.hook_result.active:
             return self.out_proj(z.reshape(batch, n_pos, -1))
-        # Per-head outputs cost a d_model-wide tensor per head: build them only when asked.
-        weight = self.out_proj.weight.view(-1, self.n_head, self.d_head)
-        result = self.hook_result(torch.einsum("bphd,ohd->bpho", z, weight))
-        return result.sum(dim=2) + self.out_proj.bias
+        # Per-head outputs cost a d_model-wide tensor per head: build them only when asked,
+        # as one batched matmul over heads ([head, b*p, d_head] @ [head, d_head, d_model]).
+        weight = self.out_proj.weight.view(-1, self.n_head, self.d_head).permute(1, 2, 0)
+        per_head = torch.bmm(z.reshape(-1, self.n_head, self.d_head).transpose(0, 1), weight)
+        result = per_head.view(self.n_head, batch, n_pos, -1).permute(1, 2, 0, 3)
+        edited = self.hook_result(result)
+        if edited is result:  # only read: the fused projection gives the same sum, faster
+            return self.out_proj(z.reshape(batch, n_pos, -1))
+        return edited.sum(dim=2) + self.out_proj.bias
 
     def mix_values(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Causal attention of [batch, head, pos, d_head] inputs, returned as [b, pos, h, d]."""
