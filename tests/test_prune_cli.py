@@ -16,6 +16,15 @@ import torch
 
 from cli_runner import run_in_process as run_cli
 from sparsecircuits.circuits import frontier as frontier_module
+from sparsecircuits.circuits.attribution import (
+    EdgeScores,
+    eap_circuit,
+    edge_scores,
+    top_edges_circuit,
+)
+from sparsecircuits.circuits.prune import calibrated_loss
+from sparsecircuits.circuits.space import circuit_space
+from sparsecircuits.circuits.task_data import task_splits
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.errors import UserError
 from sparsecircuits.loading import load_run, save_checkpoint
@@ -279,3 +288,23 @@ def test_report_shows_the_circuit_in_a_browser(
     assert f"verification on {pairs} other pairs added" in dom
     page = rendered_dom(tmp_path / "circuit.html")
     assert page.count('class="node"') == nodes and "<script" not in page
+
+
+def test_edge_attribution_baseline_reaches_the_target_and_beats_random_edges(
+    quote_run: Path,
+) -> None:
+    run = load_run(quote_run)
+    space = circuit_space(run, "mean")
+    splits = task_splits(run, TASK, None)
+    circuit = eap_circuit(space, splits, target_loss=0.3)
+    assert circuit.select_loss <= 0.3 and circuit.nodes == int(circuit.keep.sum()) > 0
+    assert circuit.edges == space.count_edges(circuit.keep)
+    # The same number of edges drawn at random does the task worse than the top-scored ones.
+    edges = edge_scores(space, splits.train)
+    generator = torch.Generator().manual_seed(0)
+    shuffled = EdgeScores(
+        torch.rand(len(edges.scores), generator=generator), edges.link, edges.target, edges.source
+    )
+    random_keep = top_edges_circuit(space, shuffled, circuit.k)
+    random_loss = calibrated_loss(space, random_keep, splits.select, splits.select)
+    assert random_loss > circuit.select_loss

@@ -51,6 +51,34 @@ STAGE_COMMANDS = {
         "sparsecircuits.imports.commands",
         "Convert a model trained elsewhere into a run folder every...",
     ),
+    "patch": (
+        "sparsecircuits.interp.commands",
+        "Patch clean activations into the corrupted run, one layer...",
+    ),
+    "trace": (
+        "sparsecircuits.interp.commands",
+        "Causal tracing (ROME): noise the tokens that decide the...",
+    ),
+    "lens": (
+        "sparsecircuits.interp.lens_commands",
+        "Unembed the residual stream after every layer (logit lens, or...",
+    ),
+    "tuned-lens": (
+        "sparsecircuits.interp.lens_commands",
+        "Train a tuned lens for RUN: one affine map per layer, saved...",
+    ),
+    "attention": (
+        "sparsecircuits.interp.attention_commands",
+        "Attention patterns of one prompt, every layer and head, as...",
+    ),
+    "heads": (
+        "sparsecircuits.interp.attention_commands",
+        "Score every head as previous-token, duplicate-token and...",
+    ),
+    "probe": (
+        "sparsecircuits.interp.attention_commands",
+        "Linear probes per layer for which prompt of a task's pair...",
+    ),
     "puzzles": (
         "sparsecircuits.explain.commands",
         "Synthetic units with a known explanation: does the scorer...",
@@ -58,7 +86,7 @@ STAGE_COMMANDS = {
 }
 
 # Commands whose name is a Python keyword have a function of another name.
-STAGE_FUNCTIONS = {"import": "import_"}
+STAGE_FUNCTIONS = {"import": "import_", "tuned-lens": "tuned_lens"}
 
 
 class StageGroup(click.Group):

@@ -1,0 +1,9 @@
+"""Interp: the classic interpretability toolkit on the one model's hook points.
+
+Activation and attribution patching and causal tracing share one generic core (patching.py);
+logit and tuned lenses are in lens.py, probes in probes.py, attention patterns and head
+detectors in attention.py. Task-suite prompts become clean/corrupted pairs in task_pairs.py;
+every result is written as PNG, HTML and JSON by figures.py. The commands: commands.py
+(patch, trace), lens_commands.py (lens, tuned-lens), attention_commands.py (attention, heads,
+probe). Imports `sparsecircuits.loading`, `model`, `tasks`, `data` and the leaf modules only.
+"""

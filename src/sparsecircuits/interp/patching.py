@@ -1,0 +1,312 @@
+"""Activation patching, attribution patching and causal tracing: one generic core.
+
+Every method here runs the model on a corrupted input, puts some of the clean run's
+activations back at one hook, and measures a metric. A patch is a boolean mask over the
+activation (broadcast against [pairs, positions, ...]): True where the clean value goes in. A
+scan over many patches stacks them along the batch, so one forward pass evaluates a chunk of
+patches for all pairs at once; the specialisations (residual stream by layer x position,
+attention heads, MLP neurons) only build the masks and lay out the grid.
+
+Attribution patching estimates every patch of a scan at once to first order, from one clean
+pass, one corrupted pass and one backward pass: effect ~ sum over the mask of
+(clean - corrupted) * d metric / d activation. Causal tracing (ROME) is the same scan with the
+corruption being Gaussian noise on the subject tokens' embeddings instead of other tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+
+from sparsecircuits.errors import UserError
+from sparsecircuits.interp.task_pairs import PromptPairs
+from sparsecircuits.model import GPT
+from sparsecircuits.model.hooks import HookFn
+
+# A metric maps the last-token logits [rows, vocab] of the pairs to one value per row.
+Metric = Callable[[torch.Tensor, PromptPairs], torch.Tensor]
+SITES = ("resid", "heads", "neurons")
+
+
+def logit_difference(logits: torch.Tensor, pairs: PromptPairs) -> torch.Tensor:
+    """logit(clean answer) - logit(corrupted answer): how far the model leans to the clean one."""
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    return logits[rows, pairs.clean_answer] - logits[rows, pairs.corrupted_answer]
+
+
+def answer_probability(logits: torch.Tensor, pairs: PromptPairs) -> torch.Tensor:
+    """Probability of the clean answer over the whole vocabulary."""
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    return logits.float().softmax(dim=-1)[rows, pairs.clean_answer]
+
+
+METRICS: dict[str, Metric] = {"logit_diff": logit_difference, "prob": answer_probability}
+
+
+@dataclass
+class Corruption:
+    """How the corrupted run differs from the clean one: other tokens, and/or edits (such as
+    noise on embeddings) applied in every corrupted pass."""
+
+    tokens: torch.Tensor  # [n, T]
+    edits: dict[str, HookFn] | None = None
+
+
+def other_prompts(pairs: PromptPairs) -> Corruption:
+    return Corruption(pairs.corrupted)
+
+
+@dataclass
+class Baselines:
+    clean: float  # the metric on the clean run (mean over pairs)
+    corrupted: float  # on the corrupted run, nothing restored
+
+    def recovered(self, value: torch.Tensor) -> torch.Tensor:
+        """The share of the clean-minus-corrupted gap a patch restores (1: all of it)."""
+        gap = self.clean - self.corrupted
+        return (value - self.corrupted) / gap if abs(gap) > 1e-9 else value * float("nan")
+
+
+def repeated_edits(edits: dict[str, HookFn] | None, copies: int) -> dict[str, HookFn]:
+    """Corruption edits made for [n] rows, applied to `copies` stacked copies of the batch."""
+    if not edits:
+        return {}
+
+    def stacked(fn: HookFn) -> HookFn:
+        def apply(x: torch.Tensor, hook) -> torch.Tensor:  # noqa: ANN001
+            parts = x.chunk(copies)
+            edited = [fn(part, hook) for part in parts]
+            return torch.cat(
+                [new if new is not None else old for new, old in zip(edited, parts, strict=True)]
+            )
+
+        return apply
+
+    return {name: stacked(fn) for name, fn in edits.items()}
+
+
+@torch.no_grad()
+def metric_of(
+    model: GPT,
+    tokens: torch.Tensor,
+    last: torch.Tensor,
+    pairs: PromptPairs,
+    metric: Metric,
+    edits: dict[str, HookFn] | None = None,
+) -> torch.Tensor:
+    """[n] the metric of one run of `tokens` (with `edits` attached), read at `last`."""
+    with model.edit(edits or {}):
+        return metric(model(tokens, logits_at=last), pairs).float()
+
+
+def baselines(model: GPT, pairs: PromptPairs, corruption: Corruption, metric: Metric) -> Baselines:
+    clean = metric_of(model, pairs.clean, pairs.clean_last, pairs, metric).mean()
+    corrupted = metric_of(
+        model, corruption.tokens, pairs.corrupted_last, pairs, metric, corruption.edits
+    ).mean()
+    return Baselines(float(clean), float(corrupted))
+
+
+@torch.no_grad()
+def patch_scan(
+    model: GPT,
+    pairs: PromptPairs,
+    hook: str,
+    masks: torch.Tensor,
+    metric: Metric = logit_difference,
+    corruption: Corruption | None = None,
+    chunk: int = 16,
+) -> torch.Tensor:
+    """[n_patches] the mean metric of the corrupted run with each mask's clean values put in.
+
+    `masks` is [n_patches, *dims] with dims broadcastable against the activation at `hook`
+    ([n, T, ...], same number of dims). The clean activation comes from one clean pass; then
+    each chunk of patches runs as one stacked batch.
+    """
+    corruption = corruption or other_prompts(pairs)
+    clean, valid = pairs.aligned(model.run_with_cache(pairs.clean, hook)[1][hook])
+    if masks.dim() != clean.dim() + 1:
+        raise ValueError(f"masks for {hook} need {clean.dim() + 1} dims, got {masks.dim()}")
+    masks = masks.to(clean.device) & valid.view(*valid.shape, *([1] * (clean.dim() - 2)))
+    results = []
+    for start in range(0, masks.shape[0], chunk):
+        block = masks[start : start + chunk].to(clean.device)
+        copies = block.shape[0]
+
+        def put_back(x: torch.Tensor, _hook, block=block, copies=copies) -> torch.Tensor:  # noqa: ANN001
+            return torch.where(block, clean, x.view(copies, *clean.shape)).view_as(x)
+
+        stacked = repeat_pairs(pairs, copies)
+        edits = repeated_edits(corruption.edits, copies)
+        with model.edit(edits), model.edit({hook: put_back}):
+            logits = model(corruption.tokens.repeat(copies, 1), logits_at=stacked.corrupted_last)
+        results.append(metric(logits, stacked).float().view(copies, pairs.n).mean(dim=1))
+    return torch.cat(results)
+
+
+def attribution_effects(
+    model: GPT,
+    pairs: PromptPairs,
+    hooks: list[str],
+    metric: Metric = logit_difference,
+    corruption: Corruption | None = None,
+) -> dict[str, torch.Tensor]:
+    """(clean - corrupted) * d mean-metric / d activation, elementwise, at every hook: the
+    first-order effect of patching each single value. One clean pass, one corrupted pass, one
+    backward pass, however many hooks and patches."""
+    corruption = corruption or other_prompts(pairs)
+    with torch.no_grad():
+        clean = model.run_with_cache(pairs.clean, hooks)[1]
+    with model.edit(corruption.edits or {}), model.cache(hooks, detach=False) as corrupted:
+        logits = model(corruption.tokens, logits_at=pairs.corrupted_last)
+        value = metric(logits, pairs).float().mean()
+    gradients = torch.autograd.grad(value, [corrupted[h] for h in hooks], allow_unused=True)
+    effects = {}
+    for hook, gradient in zip(hooks, gradients, strict=True):
+        aligned, valid = pairs.aligned(clean[hook])
+        if gradient is None:  # the metric does not depend on this hook
+            effects[hook] = torch.zeros_like(aligned)
+            continue
+        valid = valid.view(*valid.shape, *([1] * (aligned.dim() - 2)))
+        effects[hook] = ((aligned - corrupted[hook].detach()) * gradient * valid).detach()
+    return effects
+
+
+def masked_sums(effects: torch.Tensor, masks: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """[n_patches] the summed effects inside each mask: attribution's estimate of each patch."""
+    return torch.cat(
+        [
+            (masks[start : start + chunk].to(effects.device) * effects).flatten(1).sum(dim=1)
+            for start in range(0, masks.shape[0], chunk)
+        ]
+    )
+
+
+def repeat_pairs(pairs: PromptPairs, copies: int) -> PromptPairs:
+    return replace(
+        pairs,
+        clean=pairs.clean.repeat(copies, 1),
+        corrupted=pairs.corrupted.repeat(copies, 1),
+        clean_last=pairs.clean_last.repeat(copies),
+        corrupted_last=pairs.corrupted_last.repeat(copies),
+        clean_answer=pairs.clean_answer.repeat(copies),
+        corrupted_answer=pairs.corrupted_answer.repeat(copies),
+    )
+
+
+# The specialisations: which hook each row of the grid patches, and the patches of a row.
+@dataclass(frozen=True)
+class Site:
+    name: str
+    hook: str  # with {layer}
+    column_axis: str
+
+    def hooks(self, model: GPT) -> list[str]:
+        return [self.hook.format(layer=layer) for layer in range(model.config.n_layer)]
+
+    def masks(self, model: GPT, pairs: PromptPairs) -> tuple[torch.Tensor, list[str]]:
+        """[n_patches, ...] masks for one layer's hook, and a label per patch."""
+        config = model.config
+        if self.column_axis == "position":
+            back = torch.arange(pairs.n_positions - 1, -1, -1)  # oldest first
+            last = pairs.corrupted_last
+            at = last.view(1, -1) - back.view(-1, 1).to(last.device)  # [K, n], corrupted
+            width = pairs.corrupted.shape[1]
+            masks = torch.nn.functional.one_hot(at, width).bool().unsqueeze(-1)  # [K, n, T, 1]
+            return masks, list(pairs.labels)
+        if self.column_axis == "head":
+            eye = torch.eye(config.n_head, dtype=torch.bool)
+            return eye.view(config.n_head, 1, 1, config.n_head, 1), [
+                f"H{h}" for h in range(config.n_head)
+            ]
+        eye = torch.eye(config.d_mlp, dtype=torch.bool)
+        return eye.view(config.d_mlp, 1, 1, config.d_mlp), [str(i) for i in range(config.d_mlp)]
+
+
+PATCH_SITES = {
+    "resid": Site("resid", "blocks.{layer}.hook_resid_pre", "position"),
+    "heads": Site("heads", "blocks.{layer}.attn.hook_z", "head"),
+    "neurons": Site("neurons", "blocks.{layer}.mlp.hook_post", "neuron"),
+}
+# Causal tracing restores a layer's output, its MLP's or its attention's (ROME's three kinds).
+TRACE_SITES = {
+    "resid": Site("resid", "blocks.{layer}.hook_resid_post", "position"),
+    "mlp": Site("mlp", "blocks.{layer}.hook_mlp_out", "position"),
+    "attn": Site("attn", "blocks.{layer}.hook_attn_out", "position"),
+}
+
+
+@dataclass
+class PatchResult:
+    site: str
+    method: str  # "activation" or "attribution"
+    values: torch.Tensor  # [n_layer, n_patches]: share of the clean-corrupted gap restored
+    columns: list[str]
+    baselines: Baselines
+    metric: str
+    n_pairs: int
+
+
+def patching(
+    model: GPT,
+    pairs: PromptPairs,
+    site: str = "resid",
+    method: str = "activation",
+    metric: str = "logit_diff",
+    corruption: Corruption | None = None,
+    sites: dict[str, Site] = PATCH_SITES,
+) -> PatchResult:
+    """Patch every layer x (position | head | neuron) of `site` from clean into corrupted,
+    or estimate it all by attribution; values are the share of the metric's gap restored."""
+    if site not in sites:
+        raise UserError(f"unknown site {site!r} (choose from {', '.join(sites)})")
+    if metric not in METRICS:
+        raise UserError(f"unknown metric {metric!r} (choose from {', '.join(METRICS)})")
+    if method not in ("activation", "attribution"):
+        raise UserError(f"unknown method {method!r} (activation or attribution)")
+    where, score = sites[site], METRICS[metric]
+    corruption = corruption or other_prompts(pairs)
+    base = baselines(model, pairs, corruption, score)
+    masks, columns = where.masks(model, pairs)
+    hooks = where.hooks(model)
+    if method == "attribution":
+        effects = attribution_effects(model, pairs, hooks, score, corruption)
+        rows = [base.corrupted + masked_sums(effects[hook], masks) for hook in hooks]
+    else:
+        rows = [patch_scan(model, pairs, hook, masks, score, corruption) for hook in hooks]
+    values = base.recovered(torch.stack(rows).cpu())
+    return PatchResult(site, method, values, columns, base, metric, pairs.n)
+
+
+def noised_subjects(
+    model: GPT, pairs: PromptPairs, samples: int = 5, noise: float = 3.0, seed: int = 0
+) -> tuple[PromptPairs, Corruption]:
+    """ROME's corruption: the clean prompts with Gaussian noise (`noise` x the embeddings'
+    standard deviation) added to the subject tokens' embeddings, `samples` draws per pair.
+    The subject is where the pair's two prompts differ: the tokens that decide the answer."""
+    subject = pairs.clean != pairs.corrupted  # [n, T]
+    if not subject.any():
+        raise UserError("the clean and corrupted prompts are identical: no subject to noise")
+    repeated = repeat_pairs(pairs, samples)
+    scale = noise * float(model.wte.weight.detach().std())
+    generator = torch.Generator().manual_seed(seed)
+    shape = (*repeated.clean.shape, model.config.d_model)
+    device = next(model.parameters()).device
+    noise_values = (torch.randn(shape, generator=generator) * scale).to(device)
+    noise_values = noise_values * subject.repeat(samples, 1).unsqueeze(-1).to(device)
+
+    def add_noise(x: torch.Tensor, _hook) -> torch.Tensor:  # noqa: ANN001
+        return x + noise_values.to(x.dtype)
+
+    return repeated, Corruption(repeated.clean, {"hook_embed": add_noise})
+
+
+def causal_trace(
+    model: GPT, pairs: PromptPairs, kind: str = "resid", samples: int = 5, seed: int = 0
+) -> PatchResult:
+    """Recovery of the clean answer's probability when one hidden state (layer x position) of
+    the noised run is restored from the clean run: ROME's causal tracing heatmap."""
+    repeated, corruption = noised_subjects(model, pairs, samples=samples, seed=seed)
+    return patching(model, repeated, kind, "activation", "prob", corruption, sites=TRACE_SITES)
