@@ -61,23 +61,23 @@ STAGE_COMMANDS = {
     ),
     "lens": (
         "sparsecircuits.interp.lens_commands",
-        "Unembed the residual stream after every layer (logit lens, or...",
+        "Unembed the residual stream after every layer (logit...",
     ),
     "tuned-lens": (
         "sparsecircuits.interp.lens_commands",
-        "Train a tuned lens for RUN: one affine map per layer, saved...",
+        "Train a tuned lens for RUN (one affine map per layer,...",
     ),
     "attention": (
         "sparsecircuits.interp.attention_commands",
-        "Attention patterns of one prompt, every layer and head, as...",
+        "Write OUT/attention.html: every head's attention on...",
     ),
     "heads": (
         "sparsecircuits.interp.attention_commands",
-        "Score every head as previous-token, duplicate-token and...",
+        "Score every head as a previous-token, duplicate-token and...",
     ),
     "probe": (
         "sparsecircuits.interp.attention_commands",
-        "Linear probes per layer for which prompt of a task's pair...",
+        "Probe every layer for which prompt of a TASK pair it...",
     ),
     "puzzles": (
         "sparsecircuits.explain.commands",
