@@ -257,16 +257,16 @@ def test_openai_import_brings_their_tokenizer(
     """Their tokenizer files are GPT-2's format (encoder.json + vocab.bpe) with EOT last."""
     inner = json.loads(stdlib_tokenizer.to_json_str())["model"]
     encoder = {token: i - 1 for token, i in inner["vocab"].items() if i > 0}  # EOT was id 0
-    folder = write_openai_folder(
-        tmp_path / "csp",
-        {**OPENAI_CONFIG, "vocab_size": 2048},
-        openai_state_dict({**OPENAI_CONFIG, "vocab_size": 2048}),
-    )
+    config = {**OPENAI_CONFIG, "vocab_size": 2048, "block_size": 128}
+    folder = write_openai_folder(tmp_path / "csp", config, openai_state_dict(config))
     (folder / "encoder.json").write_text(json.dumps(encoder))
     merges = [" ".join(pair) if isinstance(pair, list) else pair for pair in inner["merges"]]
     (folder / "vocab.bpe").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     import_openai_sparse(folder, tmp_path / "run")
     tokenizer = sparsecircuits.load(tmp_path / "run").tokenizer
+    task = ["--task", "single_double_quote", "--n", "8", "--json"]
+    result = run_cli("tasks", "eval", str(tmp_path / "run"), *task)
+    assert result.returncode == 0 and json.loads(result.stdout)[0]["n"] > 0, result.stderr
     assert tokenizer.eot_id == 2047
     text = "class A:\n    def f(self, x1234):\n        return x1234 // 2  # ok\n"
     ids = tokenizer.encode(text)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cli_runner import run_in_process as run_cli
+from sparsecircuits.interp.figures import Grid, write_grid
 from sparsecircuits.interp.patching import (
     attribution_effects,
     causal_trace,
@@ -144,3 +145,15 @@ def test_patch_refuses_bad_input_in_one_line(
     result = run_cli(*base, *(args if "--task" in args else ["--task", "var_if", *args]))
     assert result.returncode == 2 and message in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def test_grid_files_escape_labels_and_keep_the_numbers(tmp_path: Path) -> None:
+    values = torch.tensor([[0.5, float("nan")], [-1.0, 2.0]])
+    grid = Grid("t <b>", values, ["layer 0", "layer 1"], ["<script>alert(1)</script>", "\n"])
+    png, html, numbers = write_grid(grid, tmp_path / "grid")
+    assert png.read_bytes().startswith(b"\x89PNG")
+    page = html.read_text()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert json.loads(numbers.read_text())["values"] == [[0.5, None], [-1.0, 2.0]]
+    with pytest.raises(ValueError, match="do not match"):
+        Grid("bad", values, ["one row"], ["a", "b"])

@@ -308,3 +308,19 @@ def test_edge_attribution_baseline_reaches_the_target_and_beats_random_edges(
     random_keep = top_edges_circuit(space, shuffled, circuit.k)
     random_loss = calibrated_loss(space, random_keep, splits.select, splits.select)
     assert random_loss > circuit.select_loss
+
+
+def test_prune_method_eap_writes_a_circuit_file_the_other_commands_read(
+    quote_run: Path, tmp_path: Path
+) -> None:
+    circuit_file = tmp_path / "eap.json"
+    arguments = ["prune", str(quote_run), "--task", TASK, "--target-loss", "0.3", "--method"]
+    result = run_cli(*arguments, "eap", "--out", str(circuit_file), "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(circuit_file.read_text())
+    assert record["metrics"]["method"] == "eap" and record["metrics"]["nodes"] > 0
+    assert json.loads(result.stdout)["edges"] == record["metrics"]["edges"]
+    drawn = run_cli("circuit", "draw", str(circuit_file), "--out", str(tmp_path / "eap.svg"))
+    assert drawn.returncode == 0, drawn.stderr
+    refused = run_cli(*arguments, "eap", "--controls")
+    assert refused.returncode == 2 and "--method prune" in refused.stderr

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 SC=.venv/bin/sparsecircuits
 OUT=${OUT:-runs/toolkit}
 rm -rf "$OUT" && mkdir -p docs/toolkit
-$SC trace models/reference-sparse --task single_double_quote --n 1 --samples 20 --kind resid --out "$OUT/trace"
+$SC trace models/reference-sparse --task single_double_quote --n 1 --samples 20 --kind resid --last 12 --out "$OUT/trace"
 $SC probe models/reference-sparse --task single_double_quote --out "$OUT/probe"
 $SC patch models/reference-sparse --task single_double_quote --site heads --out "$OUT/patch"
 for model in reference-sparse reference-sparse-topk reference-dense reference-dense-matched; do

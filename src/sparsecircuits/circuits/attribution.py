@@ -19,10 +19,18 @@ from dataclasses import dataclass
 
 import torch
 
-from sparsecircuits.circuits.prune import calibrated_loss, margin_loss
-from sparsecircuits.circuits.space import CircuitSpace
+from sparsecircuits.circuits.checks import circuit_checks
+from sparsecircuits.circuits.pipeline import PruneOutcome, measure_circuit
+from sparsecircuits.circuits.prune import (
+    PruneConfig,
+    calibrated_loss,
+    fit_calibration,
+    margin_loss,
+)
+from sparsecircuits.circuits.space import CircuitSpace, circuit_space
 from sparsecircuits.circuits.task_data import TaskSplits
 from sparsecircuits.errors import UserError
+from sparsecircuits.loading import Run
 from sparsecircuits.tasks import TaskBatch
 
 # The hook whose gradient stands for each link's target input: the MLP's weights act before
@@ -164,3 +172,43 @@ def eap_circuit(space: CircuitSpace, splits: TaskSplits, target_loss: float) -> 
         test_loss=calibrated_loss(space, keep, splits.select, splits.test),
         seconds=time.perf_counter() - started,
     )
+
+
+def node_scores(space: CircuitSpace, edges: EdgeScores) -> torch.Tensor:
+    """Each node's summed |score| over the edges touching it (its "score" in a circuit file)."""
+    scores = torch.zeros(space.size)
+    magnitude = edges.scores.abs()
+    for index in range(-1, len(space.links)):
+        chosen = edges.link == index
+        if index < 0:
+            final = space.groups[-1]
+            start = space.position(final.layer, final.kind, 0)
+            scores.index_add_(0, start + edges.target[chosen], magnitude[chosen])
+            continue
+        link = space.links[index]
+        target_start = space.position(link.target.layer, link.target.kind, 0)
+        source_start = space.position(link.source.layer, link.source.kind, 0)
+        scores.index_add_(0, target_start + edges.target[chosen], magnitude[chosen])
+        scores.index_add_(0, source_start + edges.source[chosen], magnitude[chosen])
+    return scores
+
+
+def eap_outcome(run: Run, splits: TaskSplits, config: PruneConfig) -> PruneOutcome:
+    """EAP's circuit for a task, measured and recorded exactly as `prune_to_target_loss`'s
+    (sufficiency, necessity, random control, other ablation, nonsense answers), so it can be
+    written as a circuit file, drawn and compared."""
+    started = time.perf_counter()
+    space = circuit_space(run, config.ablation)
+    found = eap_circuit(space, splits, config.target_loss)
+    calibration = fit_calibration(space.margins(splits.select, found.keep), splits.select)
+    metrics = measure_circuit(
+        space, found.keep, calibration, splits.select, splits.test, config.seed
+    )
+    metrics |= circuit_checks(run, space, config.ablation, found.keep, splits)
+    metrics |= {
+        "method": "eap",
+        "eap": {"top_edges": found.k, "selection_loss": found.select_loss},
+        "seconds": time.perf_counter() - started,
+    }
+    scores = node_scores(space, edge_scores(space, splits.train))
+    return PruneOutcome(splits.name, space, found.keep, scores, calibration, config, metrics)

@@ -81,6 +81,13 @@ def log_to_stderr(message: str) -> None:
     help="Also prune a random-weight copy, nonsense answers and the other ablation (4x time).",
 )
 @click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option(
+    "--method",
+    type=click.Choice(["prune", "eap"]),
+    default="prune",
+    show_default=True,
+    help="eap: edge attribution patching, a fast first-order baseline (larger circuits).",
+)
 @click.option("--device", **DEVICE_OPTION)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def prune(
@@ -96,6 +103,7 @@ def prune(
     trim: bool,
     controls: bool,
     seed: int,
+    method: str,
     device: str,
     as_json: bool,
 ) -> None:
@@ -113,7 +121,14 @@ def prune(
     config = PruneConfig(
         target_loss=target_loss, ablation=ablation, steps=steps, k_coef=k_coef, seed=seed
     )
-    outcome = prune_to_target_loss(loaded, splits, config, sweep, trim=trim, log=log_to_stderr)
+    if method == "eap":
+        from sparsecircuits.circuits.attribution import eap_outcome
+
+        if controls:
+            raise UserError("--controls goes with --method prune only")
+        outcome = eap_outcome(loaded, splits, config)
+    else:
+        outcome = prune_to_target_loss(loaded, splits, config, sweep, trim=trim, log=log_to_stderr)
     if controls:
         from sparsecircuits.circuits.controls import pruned_controls
 

@@ -26,6 +26,9 @@ def task_options(command):  # noqa: ANN001, ANN201 (a click decorator)
             help="Pairs of the task's test split.",
         ),
         click.option("--seed", type=SEED, default=0, show_default=True),
+        click.option(
+            "--last", type=POSITIVE_INT, help="Only the last N positions (position scans)."
+        ),
         click.option("--device", **DEVICE_OPTION),
     ]
     for option in reversed(options):
@@ -56,6 +59,7 @@ def patch(
     out: Path,
     n_pairs: int,
     seed: int,
+    last: int | None,
     device: str,
     site: str,
     attribution: bool,
@@ -68,7 +72,7 @@ def patch(
 
     model, pairs = load_pairs(run, task, n_pairs, seed, device)
     method = "attribution" if attribution else "activation"
-    result = patching(model, pairs, site, method, metric)
+    result = patching(model, pairs, site, method, metric, last=last)
     write_patch_result(result, task, out / f"{task}-{site}-{method}")
 
 
@@ -89,6 +93,7 @@ def trace(
     out: Path,
     n_pairs: int,
     seed: int,
+    last: int | None,
     device: str,
     kind: tuple[str, ...],
     samples: int,
@@ -100,5 +105,5 @@ def trace(
 
     model, pairs = load_pairs(run, task, n_pairs, seed, device)
     for name in kind or ("resid", "mlp", "attn"):
-        result = causal_trace(model, pairs, name, samples=samples, seed=seed)
+        result = causal_trace(model, pairs, name, samples=samples, seed=seed, last=last)
         write_patch_result(result, task, out / f"{task}-trace-{name}")

@@ -22,6 +22,7 @@ from sparsecircuits.files import atomic_path, write_json_atomic, write_text_atom
 from sparsecircuits.render import render, template_environment  # noqa: E402
 
 TEMPLATES = template_environment("sparsecircuits.interp")
+ANNOTATE_UP_TO = 120  # cells; larger grids are read by colour (and hover, in the HTML)
 
 
 @dataclass
@@ -79,13 +80,25 @@ def write_grid(grid: Grid, stem: Path) -> list[Path]:
 
 def write_png(grid: Grid, path: Path) -> None:
     n_rows, n_columns = grid.values.shape
-    width = min(18.0, 2.5 + 0.45 * n_columns)
-    figure, axes = plt.subplots(figsize=(width, 1.6 + 0.35 * n_rows))
+    width = min(18.0, max(5.0, 2.5 + 0.45 * n_columns))
+    figure, axes = plt.subplots(figsize=(width, max(3.0, 1.6 + 0.35 * n_rows)))
     limit = grid.limit
     colours = ("RdBu_r", -limit, limit) if grid.diverging else ("viridis", 0.0, limit)
     image = axes.imshow(
         grid.values.numpy(), cmap=colours[0], vmin=colours[1], vmax=colours[2], aspect="auto"
     )
+    if n_rows * n_columns <= ANNOTATE_UP_TO:  # small grids: the numbers themselves too
+        for (row, column), value in zip(
+            ((r, c) for r in range(n_rows) for c in range(n_columns)),
+            grid.values.flatten().tolist(),
+            strict=True,
+        ):
+            if math.isfinite(value):
+                strong = abs(value) > 0.6 * limit
+                shade = "white" if strong != (not grid.diverging) else "black"
+                axes.text(
+                    column, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color=shade
+                )
     axes.set_xticks(range(n_columns), [short(label) for label in grid.columns], rotation=90)
     axes.set_yticks(range(n_rows), grid.rows)
     axes.set_xlabel(grid.column_axis)

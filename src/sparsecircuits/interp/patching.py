@@ -257,9 +257,11 @@ def patching(
     metric: str = "logit_diff",
     corruption: Corruption | None = None,
     sites: dict[str, Site] = PATCH_SITES,
+    last: int | None = None,
 ) -> PatchResult:
     """Patch every layer x (position | head | neuron) of `site` from clean into corrupted,
-    or estimate it all by attribution; values are the share of the metric's gap restored."""
+    or estimate it all by attribution; values are the share of the metric's gap restored.
+    `last` keeps only the last positions of a position scan."""
     if site not in sites:
         raise UserError(f"unknown site {site!r} (choose from {', '.join(sites)})")
     if metric not in METRICS:
@@ -270,6 +272,8 @@ def patching(
     corruption = corruption or other_prompts(pairs)
     base = baselines(model, pairs, corruption, score)
     masks, columns = where.masks(model, pairs)
+    if last is not None and where.column_axis == "position":
+        masks, columns = masks[-last:], columns[-last:]
     hooks = where.hooks(model)
     if method == "attribution":
         effects = attribution_effects(model, pairs, hooks, score, corruption)
@@ -304,9 +308,16 @@ def noised_subjects(
 
 
 def causal_trace(
-    model: GPT, pairs: PromptPairs, kind: str = "resid", samples: int = 5, seed: int = 0
+    model: GPT,
+    pairs: PromptPairs,
+    kind: str = "resid",
+    samples: int = 5,
+    seed: int = 0,
+    last: int | None = None,
 ) -> PatchResult:
     """Recovery of the clean answer's probability when one hidden state (layer x position) of
     the noised run is restored from the clean run: ROME's causal tracing heatmap."""
     repeated, corruption = noised_subjects(model, pairs, samples=samples, seed=seed)
-    return patching(model, repeated, kind, "activation", "prob", corruption, sites=TRACE_SITES)
+    return patching(
+        model, repeated, kind, "activation", "prob", corruption, sites=TRACE_SITES, last=last
+    )

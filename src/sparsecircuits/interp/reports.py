@@ -31,7 +31,7 @@ def patch_grid(result: PatchResult, task: str) -> Grid:
         columns=result.columns,
         row_axis="layer",
         column_axis=axis or result.site.rstrip("s"),
-        value_label="share of the clean-corrupted gap restored",
+        value_label="share of the gap restored",
         summary={
             "metric": result.metric,
             "method": result.method,
