@@ -115,12 +115,17 @@ def our_side(hf_dir: Path, folder: Path, tokens: torch.Tensor, args: argparse.Na
         with model.cache(one_hook):
             model(tokens, stop_at_layer=stop)
 
+    def cache_one_layer_full_forward() -> None:
+        with model.cache(one_hook):
+            model(tokens)
+
     without_heads = [name for name in model.hook_names if not name.endswith("hook_result")]
     steps = {
         "forward": lambda: model(tokens),
         "every": lambda: model.run_with_cache(tokens, names=without_heads),
         "every_heads": lambda: model.run_with_cache(tokens, names="*"),
         "one": cache_one_layer,
+        "one_full": cache_one_layer_full_forward,
     }
     seconds = median_seconds(steps, args.warmup, args.repeats)
     cached = {"every_heads": every, "one": ", ".join(one)}
@@ -135,6 +140,7 @@ def print_report(sides: list[Side], args: argparse.Namespace) -> float:
         "every": "run_with_cache, every hook but per-head",
         "every_heads": "run_with_cache, every hook + per-head",
         "one": f"one layer's cache, stop_at_layer={args.layer + 1}",
+        "one_full": "one layer's cache, whole forward",
     }
     print(
         f"random weights of GPT-2 small's shape (12 layers, d_model 768, 12 heads, vocab 50257), "
@@ -151,13 +157,18 @@ def print_report(sides: list[Side], args: argparse.Namespace) -> float:
     every_ratio = tl.seconds["every_heads"] / ours.seconds["every_heads"]
     default_ratio = tl.seconds["every"] / ours.seconds["every"]
     one_ratio = ours.seconds["forward"] / ours.seconds["one"]
+    one_full_ratio = ours.seconds["forward"] / ours.seconds["one_full"]
     # "Every hook" holds the same information on both sides only with per-head outputs
     # (TransformerLens' use_attn_result); without them, each library's own set.
     print(
         f"cache every hook + per-head outputs, tokens/s ours / TransformerLens: {every_ratio:.2f}"
     )
     print(f"cache every hook but per-head outputs, ours / TransformerLens: {default_ratio:.2f}")
-    print(f"tokens/s ours, one layer's cache / plain forward: {one_ratio:.2f}")
+    print(
+        f"tokens/s ours, one layer's cache / plain forward: {one_ratio:.2f} stopping after it, ",
+        end="",
+    )
+    print(f"{one_full_ratio:.2f} running the whole forward")
 
     differences = {
         f"{tl.library} forward vs HF": (tl.logits - hf.logits).abs().max().item(),
