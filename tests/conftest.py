@@ -1,4 +1,5 @@
-"""Shared fixtures: a small real Python corpus, a private token cache, a trained tiny run."""
+"""Shared fixtures: a small real Python corpus, a private token cache, a trained tiny run, a
+model taught the quote task."""
 
 from __future__ import annotations
 
@@ -8,9 +9,16 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+import torch
 
 from cli_runner import run_cli
 from sparsecircuits.data import CodeTokenizer
+from sparsecircuits.loading import save_checkpoint
+from sparsecircuits.model import GPT, GPTConfig
+from sparsecircuits.tasks import answer_margins, encode_pairs, margin_loss, task_pairs
+from sparsecircuits.train import project_to_density
+
+TASK = "single_double_quote"
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 
@@ -55,3 +63,25 @@ def stdlib_tokenizer() -> CodeTokenizer:
         if size > 3_000_000:
             break
     return CodeTokenizer.train(texts, vocab_size=2048)
+
+
+@pytest.fixture(scope="session")
+def quote_run(
+    tmp_path_factory: pytest.TempPathFactory, stdlib_tokenizer: CodeTokenizer, corpus_dir: Path
+) -> Path:
+    """A 2-layer weight-sparse model trained on quote pairs until it closes strings well."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=2048, n_layer=2, d_model=32, n_ctx=128))
+    batch = encode_pairs(task_pairs(TASK, "train", 256, seed=7), stdlib_tokenizer, 128).batch
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(120):
+        rows = torch.arange(step * 32, step * 32 + 32) % batch.n_pairs
+        loss = margin_loss(answer_margins(model, batch.subset(rows))).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        project_to_density(model, 0.25)
+    run_dir = tmp_path_factory.mktemp("quote") / "run"
+    config = {"model": model.config.to_dict(), "train": {"data": str(corpus_dir)}, "data": {}}
+    save_checkpoint(run_dir, model.eval(), stdlib_tokenizer, config, {"step": 120, "val_loss": 6.5})
+    return run_dir

@@ -21,6 +21,7 @@ LEVELS = {
     "interp": 5,
     "explain": 6,
     "report": 7,
+    "viewer": 8,
 }
 LEAF_MODULES = {"errors", "files", "validation", "database", "render", "cli_types"}
 

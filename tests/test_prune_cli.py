@@ -25,43 +25,15 @@ from sparsecircuits.circuits.attribution import (
 from sparsecircuits.circuits.prune import calibrated_loss
 from sparsecircuits.circuits.space import circuit_space
 from sparsecircuits.circuits.task_data import task_splits
-from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.errors import UserError
 from sparsecircuits.loading import load_run, save_checkpoint
-from sparsecircuits.model import GPT, GPTConfig
 from sparsecircuits.tasks import (
-    answer_margins,
-    encode_pairs,
-    margin_loss,
     task_pairs,
     write_pairs_jsonl,
 )
-from sparsecircuits.train import project_to_density
 
 TASK = "single_double_quote"
 LOSS_FIELDS = ("circuit_loss", "full_model_loss", "ablated_circuit_loss", "random_circuit_loss")
-
-
-@pytest.fixture(scope="module")
-def quote_run(
-    tmp_path_factory: pytest.TempPathFactory, stdlib_tokenizer: CodeTokenizer, corpus_dir: Path
-) -> Path:
-    """A 2-layer weight-sparse model trained on quote pairs until it closes strings well."""
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=2048, n_layer=2, d_model=32, n_ctx=128))
-    batch = encode_pairs(task_pairs(TASK, "train", 256, seed=7), stdlib_tokenizer, 128).batch
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(120):
-        rows = torch.arange(step * 32, step * 32 + 32) % batch.n_pairs
-        loss = margin_loss(answer_margins(model, batch.subset(rows))).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        project_to_density(model, 0.25)
-    run_dir = tmp_path_factory.mktemp("quote") / "run"
-    config = {"model": model.config.to_dict(), "train": {"data": str(corpus_dir)}, "data": {}}
-    save_checkpoint(run_dir, model.eval(), stdlib_tokenizer, config, {"step": 120, "val_loss": 6.5})
-    return run_dir
 
 
 def test_prune_finds_a_small_sufficient_and_necessary_circuit(

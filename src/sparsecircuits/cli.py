@@ -79,6 +79,10 @@ STAGE_COMMANDS = {
         "sparsecircuits.interp.attention_commands",
         "Probe every layer for which prompt of a TASK pair it...",
     ),
+    "view": (
+        "sparsecircuits.viewer.commands",
+        "Browse models, circuits, explained units and prompts in a...",
+    ),
     "puzzles": (
         "sparsecircuits.explain.commands",
         "Synthetic units with a known explanation: does the scorer...",

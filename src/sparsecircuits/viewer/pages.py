@@ -1,0 +1,237 @@
+"""Every page of the viewer as HTML text, for the live server and the static export alike.
+
+Pages render through autoescaped templates (sparsecircuits.render): every string from a run,
+a circuit file, the corpus, the database or a prompt is escaped; data a page's script needs is
+embedded as JSON that cannot close its <script> element (see `script_json`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from markupsafe import Markup
+
+from sparsecircuits.circuits.draw import circuit_svg
+from sparsecircuits.explain.units import Unit
+from sparsecircuits.render import render, template_environment
+from sparsecircuits.report.run_report import density_per_layer_png
+from sparsecircuits.viewer.circuit_data import circuit_details, curve_png
+from sparsecircuits.viewer.links import Links
+from sparsecircuits.viewer.site import NotFound, Site, excerpts_of
+
+TEMPLATES = template_environment("sparsecircuits.viewer")
+SCORE_COLUMNS = ("score_top_and_random", "score_random_only", "ablation_score", "detection")
+
+
+def script_json(data: object) -> Markup:
+    """`data` as JSON safe inside <script>: no "<", ">" or "&" survives as itself, so no text
+    in it can close the element or open a comment (JSON.parse reads the escapes back)."""
+    text = json.dumps(data, ensure_ascii=True)
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return Markup(text)  # safe: only JSON escapes, see above
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def page(links: Links, template: str, title: str, nav: list[dict], **context: object) -> str:
+    return str(render(TEMPLATES, template, links=links, title=title, nav=nav, **context))
+
+
+def model_nav(links: Links, site: Site, run_id: int) -> list[dict]:
+    name = site.run(run_id).name
+    items = [
+        {"href": links.model(run_id), "text": name},
+        {"href": links.atlas(run_id), "text": "circuits"},
+        {"href": links.units(run_id), "text": "units"},
+    ]
+    if links.prompt(run_id):
+        items.append({"href": links.prompt(run_id), "text": "prompt"})
+    return items
+
+
+def index_page(site: Site, links: Links) -> str:
+    rows = []
+    for viewed in site.runs:
+        summary, config = viewed.summary, viewed.run.model_config
+        rows.append(
+            {
+                "id": viewed.id,
+                "name": viewed.name,
+                "n_layer": config.n_layer,
+                "d_model": config.d_model,
+                "density": summary["density"],
+                "val_loss": summary["val_loss"],
+                "circuits": len(site.circuits_of(viewed.id)),
+                "units": len(site.explanations(viewed.id)),
+            }
+        )
+    return page(links, "index.html", "Models", [], rows=rows, frontier=None)
+
+
+def model_page(site: Site, links: Links, run_id: int) -> str:
+    viewed = site.run(run_id)
+    loss_file = viewed.path / "loss.png"
+    if not loss_file.is_file():
+        loss_file = viewed.run.path.parent.parent / "loss.png"  # a run folder's checkpoint
+    config = viewed.run.model_config.to_dict()
+    return page(
+        links,
+        "model.html",
+        viewed.name,
+        model_nav(links, site, run_id),
+        run_id=run_id,
+        summary=viewed.summary,
+        loss_png=data_uri(loss_file.read_bytes()) if loss_file.is_file() else None,
+        density_png=data_uri(density_per_layer_png(viewed.summary)),
+        config=[(key, json.dumps(value)) for key, value in config.items()],
+        tasks=sorted(viewed.tasks.items()),
+        circuits=site.circuits_of(run_id),
+        unit_count=len(site.explanations(run_id)),
+        prompt_link=links.prompt(run_id),
+    )
+
+
+def atlas_page(site: Site, links: Links, run_id: int) -> str:
+    viewed = site.run(run_id)
+    circuits = site.circuits_of(run_id)
+    drawings = {circuit.id: circuit_svg(circuit.record) for circuit in circuits}
+    title = f"Circuits of {viewed.name}"
+    return page(
+        links,
+        "atlas.html",
+        title,
+        model_nav(links, site, run_id),
+        circuits=circuits,
+        drawings=drawings,
+    )
+
+
+def circuit_page(site: Site, links: Links, circuit_id: int, n_tokens: int) -> str:
+    circuit = site.circuit(circuit_id)
+    details = circuit_details(site, circuit, n_tokens)
+    nav = [] if circuit.run_id is None else model_nav(links, site, circuit.run_id)
+    curve = details["curve"]
+    return page(
+        links,
+        "circuit.html",
+        f"Circuit: {circuit.task}",
+        nav,
+        circuit=circuit,
+        svg=circuit_svg(circuit.record),
+        details=script_json(details),
+        curve_png=data_uri(curve_png(curve, circuit.record.get("target_loss"))) if curve else None,
+        run_id=circuit.run_id,
+        unit_links={
+            node_id: links.unit(circuit.run_id, node["unit"])
+            for node_id, node in details["nodes"].items()
+        }
+        if circuit.run_id is not None
+        else {},
+    )
+
+
+def unit_rows(site: Site, links: Links, run_id: int) -> list[dict]:
+    rows = []
+    for row in site.explanations(run_id):
+        rows.append(
+            {
+                "unit": row["unit"],
+                "href": links.unit(run_id, row["unit"]),
+                "layer": row["layer"],
+                "kind": row["kind"],
+                "explanation": row["explanation"],
+                "explainer": row["explainer"],
+                **{column: row.get(column) for column in SCORE_COLUMNS},
+            }
+        )
+    return rows
+
+
+def units_page(site: Site, links: Links, run_id: int) -> str:
+    viewed = site.run(run_id)
+    rows = unit_rows(site, links, run_id)
+    return page(
+        links,
+        "units.html",
+        f"Explained units of {viewed.name}",
+        model_nav(links, site, run_id),
+        rows=script_json(rows),
+        count=len(rows),
+        score_columns=SCORE_COLUMNS,
+    )
+
+
+def parse_unit(site: Site, run_id: int, name: str) -> Unit:
+    from sparsecircuits.errors import UserError
+    from sparsecircuits.explain.units import check_units
+
+    try:
+        unit = Unit.parse(name)
+        check_units(site.run(run_id).run.model_config, [unit])
+    except UserError as error:
+        raise NotFound(str(error)) from None
+    return unit
+
+
+def unit_page(
+    site: Site, links: Links, run_id: int, name: str, n_tokens: int, excerpts: dict | None = None
+) -> str:
+    viewed = site.run(run_id)
+    unit = parse_unit(site, run_id, name)
+    if excerpts is None:
+        excerpts = excerpts_of(viewed, [unit], n_tokens)
+    shown = excerpts.get(unit.name)
+    explanations = site.explanation_of(run_id, unit)
+    return page(
+        links,
+        "unit.html",
+        f"{viewed.name}: unit {unit.name}",
+        model_nav(links, site, run_id),
+        unit=unit,
+        explanations=explanations,
+        score_columns=SCORE_COLUMNS,
+        excerpts=shown,
+        weights=unit_weights(viewed.run, unit),
+    )
+
+
+def unit_weights(run, unit: Unit, limit: int = 12) -> dict:  # noqa: ANN001
+    """A neuron's strongest input and output weights (few in a sparse model), as named
+    channels, and the tokens its output pushes up most through the unembedding."""
+    if unit.kind != "mlp":
+        return {}
+    import torch
+
+    mlp = run.model.blocks[unit.layer].mlp
+    weights_in = mlp.fc.weight[unit.index].detach()
+    weights_out = mlp.proj.weight[:, unit.index].detach()
+
+    def strongest(values: torch.Tensor, prefix: str) -> list[tuple[str, float]]:
+        order = values.abs().argsort(descending=True)[:limit]
+        return [(f"{prefix}{int(i)}", float(values[i])) for i in order if values[i] != 0]
+
+    result = {
+        "inputs": strongest(weights_in, f"{unit.layer}.mlp_in."),
+        "outputs": strongest(weights_out, f"{unit.layer}.mlp_out."),
+        "nonzero_in": int((weights_in != 0).sum()),
+        "nonzero_out": int((weights_out != 0).sum()),
+    }
+    if run.tokenizer_or_none is not None:
+        logits = run.model.lm_head.weight.detach() @ weights_out
+        top = logits.topk(8).indices.tolist()
+        result["tokens"] = [run.tokenizer.id_to_token_text(i) for i in top]
+    return result
+
+
+def not_found_page(links: Links, message: str) -> str:
+    return page(links, "not_found.html", "Not found", [], message=message)
+
+
+def write_page(path: Path, text: str) -> None:
+    from sparsecircuits.files import write_text_atomic
+
+    write_text_atomic(path, text)
