@@ -32,6 +32,9 @@ def test_demo_command_trains_and_writes_its_report(tmp_path, corpus_dir, tiny_ru
     html = (out / "report.html").read_text()
     assert "What the units do" in html and html.count("<td><code>1.mlp.") >= 5
     assert (out / "explanations.sqlite").is_file()
+    # It ends with the viewer's static pages of both models, and how to open the live one.
+    assert (out / "viewer" / "index.html").is_file() and (out / "viewer" / "units-1.html").is_file()
+    assert "sparsecircuits view" in again.stdout
 
 
 def test_report_puts_the_run_beside_a_reference_model(tiny_run, tmp_path):

@@ -218,3 +218,10 @@ def test_view_serves_on_localhost_by_default_and_refuses_bad_input(tmp_path: Pat
     assert host.default == "127.0.0.1"
     result = run_cli("view", str(tmp_path / "missing"), "--export", str(tmp_path / "out"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1
+
+
+def test_an_export_never_writes_into_a_folder_of_other_files(viewed: dict, tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("mine")
+    result = run_cli("view", str(viewed["run"]), "--export", str(tmp_path))
+    assert result.returncode == 2 and "other files" in result.stderr
+    assert (tmp_path / "index.html").read_text() == "mine"

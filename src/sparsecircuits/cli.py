@@ -252,14 +252,14 @@ def demo(out: Path, tokens: int, data: str, circuit_model: Path, quiet: bool) ->
     flags = {"data": data, "eval_tasks": scored} if not resume else {}
     model_config, train_config = build_train_configs("small", out, resume, tokens, flags)
     click.echo(
-        f"[1/4] training a small weight-sparse model on {data} ({tokens:,} tokens)"
+        f"[1/5] training a small weight-sparse model on {data} ({tokens:,} tokens)"
         + (", resuming" if resume else "")
     )
     result = run_training(model_config, train_config, out, resume=resume, progress=not quiet)
     click.echo(f"      validation loss {result.val_loss:.4f} nats/token, {training_speed(result)}")
     circuit, explanations = None, None
     if circuit_model.exists():
-        click.echo(f"[2/4] pruning the quote-closing circuit of {circuit_model}")
+        click.echo(f"[2/5] pruning the quote-closing circuit of {circuit_model}")
         try:
             circuit = prune_and_draw(
                 circuit_model, out, log=lambda line: click.echo(f"      {line}")
@@ -274,12 +274,12 @@ def demo(out: Path, tokens: int, data: str, circuit_model: Path, quiet: bool) ->
                 f"random {metrics['random_circuit_loss']:.4f}), {metrics['seconds']:.0f} s"
             )
         click.echo(
-            f"[3/4] explaining its nodes and {DEMO_NEURONS} neurons of {circuit_model}, offline"
+            f"[3/5] explaining its nodes and {DEMO_NEURONS} neurons of {circuit_model}, offline"
         )
         explanations, circuit = explain_demo(circuit_model, out, circuit)
     else:
-        click.echo(f"[2/4] no model at {circuit_model}: skipping the circuit and explanations")
-    click.echo("[4/4] writing the report")
+        click.echo(f"[2/5] no model at {circuit_model}: skipping the circuit and explanations")
+    click.echo("[4/5] writing the report")
     report = write_run_report(
         out,
         out / "report.html",
@@ -288,7 +288,35 @@ def demo(out: Path, tokens: int, data: str, circuit_model: Path, quiet: bool) ->
         explanations=explanations,
         **{"demo wall time": f"{time.perf_counter() - started:.0f} s"},
     )
-    click.echo(f"report: {report} ({time.perf_counter() - started:.0f} s in all)")
+    click.echo("[5/5] writing the viewer's static pages")
+    viewer = export_demo_viewer(out, circuit_model)
+    click.echo(f"report: {report}")
+    click.echo(f"viewer: {viewer} (opens from disk), or live with the prompt page:")
+    runs = " ".join(str(path) for path in (out, circuit_model) if path.exists())
+    extras = "".join(
+        f" --{flag} {path}"
+        for flag, path in (
+            ("circuits", out / "circuit.json"),
+            ("db", out / "explanations.sqlite"),
+        )
+        if path.exists()
+    )
+    click.echo(f"  .venv/bin/sparsecircuits view {runs}{extras}")
+    click.echo(f"({time.perf_counter() - started:.0f} s in all)")
+
+
+def export_demo_viewer(out: Path, circuit_model: Path) -> Path:
+    """The demo's runs, circuit and explanations as static viewer pages in OUT/viewer."""
+    from sparsecircuits.viewer.export import export_site
+    from sparsecircuits.viewer.site import Site
+
+    runs = [out] + ([circuit_model] if circuit_model.exists() else [])
+    circuits = [out / "circuit.json"] if (out / "circuit.json").exists() else []
+    db = out / "explanations.sqlite"
+    site = Site(runs, circuits, db if db.exists() else None)
+    folder = out / "viewer"
+    export_site(site, folder, n_tokens=20_000)
+    return folder / "index.html"
 
 
 DEMO_NEURONS = 24  # explained beside the circuit's nodes; the demo must stay under 10 minutes

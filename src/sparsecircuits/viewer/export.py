@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+from sparsecircuits.errors import UserError
 from sparsecircuits.explain.units import Unit
 from sparsecircuits.viewer import pages
 from sparsecircuits.viewer.links import Links
@@ -17,9 +18,16 @@ LINKS = Links(static=True)
 STATIC = Path(__file__).parent / "static"
 
 
+MARKER = ".sparsecircuits-viewer"
+
+
 def export_site(site: Site, out: Path, n_tokens: int = 30_000) -> dict[str, float]:
-    """Write every page under `out`; returns seconds spent per kind of page."""
+    """Write every page under `out` (new, empty, or an earlier export, which is updated);
+    returns seconds spent per kind of page."""
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise UserError(f"{out} holds other files; choose a new folder for the viewer's pages")
     out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("pages written by sparsecircuits view --export\n")
     (out / "static").mkdir(exist_ok=True)
     for asset in STATIC.iterdir():
         shutil.copyfile(asset, out / "static" / asset.name)
