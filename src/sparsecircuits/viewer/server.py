@@ -10,6 +10,7 @@ are computed once and kept.
 from __future__ import annotations
 
 import threading
+from functools import partial
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -30,15 +31,32 @@ STATIC = Path(__file__).parent / "static"
 EXAMPLE_PROMPT = "def greet(name):\n    return 'hello, ' + name"
 
 
-def build_app(site: Site, n_tokens: int = 30_000) -> Starlette:
+def build_app(site: Site, n_tokens: int = 30_000, warm: bool = True) -> Starlette:
+    """The app; with `warm`, the slow pages (task suite, circuit details) are computed in the
+    background from the start, so they are ready by the time someone opens them."""
     kept: dict[tuple, str] = {}
-    lock = threading.Lock()
+    locks: dict[tuple, threading.Lock] = {}
+    locks_lock = threading.Lock()
 
     def once(key: tuple, make) -> str:  # noqa: ANN001
-        with lock:
+        with locks_lock:
+            lock = locks.setdefault(key, threading.Lock())
+        with lock:  # one computation per page; other pages go on meanwhile
             if key not in kept:
                 kept[key] = make()
             return kept[key]
+
+    def warm_up() -> None:
+        try:
+            for viewed in site.runs:
+                once(("model", viewed.id), partial(pages.model_page, site, LINKS, viewed.id))
+            for circuit in site.circuits:
+                make = partial(pages.circuit_page, site, LINKS, circuit.id, n_tokens)
+                once(("circuit", circuit.id), make)
+        except Exception:  # noqa: BLE001 (the page's own request will show the error)
+            pass
+        finally:
+            app.state.warmed.set()
 
     def html(make) -> HTMLResponse:  # noqa: ANN001
         try:
@@ -136,10 +154,14 @@ def build_app(site: Site, n_tokens: int = 30_000) -> Starlette:
         Route("/api/prompt/{run_id:int}", prompt_api, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: not_found, 500: server_error},
     )
+    app.state.warmed = threading.Event()
+    if warm:
+        threading.Thread(target=warm_up, daemon=True, name="viewer-warm-up").start()
+    return app
 
 
 def serve(site: Site, host: str, port: int, n_tokens: int) -> None:
