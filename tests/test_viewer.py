@@ -225,3 +225,25 @@ def test_an_export_never_writes_into_a_folder_of_other_files(viewed: dict, tmp_p
     result = run_cli("view", str(viewed["run"]), "--export", str(tmp_path))
     assert result.returncode == 2 and "other files" in result.stderr
     assert (tmp_path / "index.html").read_text() == "mine"
+
+
+def test_the_models_page_plots_the_frontier_of_several_models(viewed: dict) -> None:
+    import torch
+
+    from sparsecircuits.viewer.links import Links
+    from sparsecircuits.viewer.pages import index_page
+
+    loaded = load_run(viewed["run"])
+    with torch.no_grad():  # another model (other weights) that still does the task
+        for param in loaded.model.parameters():
+            param.mul_(1.05)
+    other = viewed["root"] / "other-run"
+    save_checkpoint(other, loaded.model, loaded.tokenizer, loaded.config, loaded.state)
+    circuit = viewed["root"] / "other.json"
+    prune = ["prune", str(other), "--task", TASK, "--target-loss", "0.3", "--method", "eap"]
+    assert run_cli(*prune, "--out", str(circuit)).returncode == 0
+    site = Site([viewed["run"], other], [viewed["circuit"], circuit])
+    assert [c.run_id for c in site.circuits] == [0, 1]
+    page = index_page(site, Links())
+    assert 'alt="frontier"' in page and "data:image/png;base64," in page
+    assert 'alt="frontier"' not in index_page(Site([other], [circuit]), Links())

@@ -8,18 +8,27 @@ embedded as JSON that cannot close its <script> element (see `script_json`).
 from __future__ import annotations
 
 import base64
+import io
 import json
 from pathlib import Path
 
+import matplotlib
+import torch
 from markupsafe import Markup
 
 from sparsecircuits.circuits.draw import circuit_svg
-from sparsecircuits.explain.units import Unit
+from sparsecircuits.circuits.frontier import geometric_mean
+from sparsecircuits.errors import UserError
+from sparsecircuits.explain.units import Unit, check_units
+from sparsecircuits.files import write_text_atomic
 from sparsecircuits.render import render, template_environment
 from sparsecircuits.report.run_report import density_per_layer_png
 from sparsecircuits.viewer.circuit_data import circuit_details, curve_png
 from sparsecircuits.viewer.links import Links
 from sparsecircuits.viewer.site import NotFound, Site, excerpts_of
+
+matplotlib.use("Agg")  # files only: no display on servers
+import matplotlib.pyplot as plt  # noqa: E402
 
 TEMPLATES = template_environment("sparsecircuits.viewer")
 SCORE_COLUMNS = ("score_top_and_random", "score_random_only", "ablation_score", "detection")
@@ -69,7 +78,34 @@ def index_page(site: Site, links: Links) -> str:
                 "units": len(site.explanations(viewed.id)),
             }
         )
-    return page(links, "index.html", "Models", [], rows=rows, frontier=None)
+    return page(links, "index.html", "Models", [], rows=rows, frontier=frontier_png(site))
+
+
+def frontier_png(site: Site) -> str | None:
+    """Validation loss against circuit size (geometric mean of the edges of each model's
+    circuits), when at least two given models have circuits."""
+    points = []
+    for viewed in site.runs:
+        edges = [c.metrics.get("edges") for c in site.circuits_of(viewed.id)]
+        edges = [e for e in edges if isinstance(e, int) and e > 0]
+        if edges and viewed.summary.get("val_loss") is not None:
+            points.append(
+                (viewed.name, geometric_mean(edges), viewed.summary["val_loss"], len(edges))
+            )
+    if len(points) < 2:
+        return None
+    figure, axes = plt.subplots(figsize=(6, 3.6))
+    for name, edges, loss, count in points:
+        axes.scatter(edges, loss)
+        axes.annotate(f"{name} ({count} circuits)", (edges, loss), fontsize=8)
+    axes.set_xscale("log")
+    axes.set_xlabel("circuit edges (geometric mean over the model's circuits)")
+    axes.set_ylabel("validation loss (nats/token)")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return data_uri(buffer.getvalue())
 
 
 def model_page(site: Site, links: Links, run_id: int) -> str:
@@ -166,9 +202,6 @@ def units_page(site: Site, links: Links, run_id: int) -> str:
 
 
 def parse_unit(site: Site, run_id: int, name: str) -> Unit:
-    from sparsecircuits.errors import UserError
-    from sparsecircuits.explain.units import check_units
-
     try:
         unit = Unit.parse(name)
         check_units(site.run(run_id).run.model_config, [unit])
@@ -204,8 +237,6 @@ def unit_weights(run, unit: Unit, limit: int = 12) -> dict:  # noqa: ANN001
     channels, and the tokens its output pushes up most through the unembedding."""
     if unit.kind != "mlp":
         return {}
-    import torch
-
     mlp = run.model.blocks[unit.layer].mlp
     weights_in = mlp.fc.weight[unit.index].detach()
     weights_out = mlp.proj.weight[:, unit.index].detach()
@@ -232,6 +263,4 @@ def not_found_page(links: Links, message: str) -> str:
 
 
 def write_page(path: Path, text: str) -> None:
-    from sparsecircuits.files import write_text_atomic
-
     write_text_atomic(path, text)

@@ -44,11 +44,12 @@ class ViewedRun:
 
     @cached_property
     def tasks(self) -> dict[str, dict]:
-        """Loss and accuracy on every task of the suite (64 test pairs each; computed once)."""
+        """Loss and accuracy on every task of the suite (32 test pairs each, an overview; computed
+        once: `sparsecircuits tasks eval` measures more)."""
         if self.run.tokenizer_or_none is None:
             return {}
         with self.lock:
-            return task_results(self.run, tuple(TASKS), n=64)
+            return task_results(self.run, tuple(TASKS), n=32)
 
 
 @dataclass
