@@ -224,7 +224,7 @@ REFERENCE_SPARSE = Path("models/reference-sparse-topk")
 @cli.command()
 @click.option("--out", default="runs/demo", show_default=True, type=OutputPath())
 @click.option(
-    "--tokens", default=2_000_000, show_default=True, type=POSITIVE_INT, help="Token budget."
+    "--tokens", default=1_500_000, show_default=True, type=POSITIVE_INT, help="Token budget."
 )
 @click.option("--data", default="stdlib", show_default=True, help="Corpus, as for train.")
 @click.option(
