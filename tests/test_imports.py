@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 
 import sparsecircuits
 from cli_runner import run_in_process as run_cli
@@ -19,8 +20,6 @@ from sparsecircuits.imports.hf import import_hf
 from sparsecircuits.imports.openai_sparse import import_openai_sparse
 from sparsecircuits.loading import save_checkpoint
 from sparsecircuits.tasks import answer_margins, encode_pairs, margin_loss, task_pairs
-
-transformers = pytest.importorskip("transformers")
 
 
 def random_gpt2(folder: Path, tokenizer: CodeTokenizer | None, **shape) -> Path:

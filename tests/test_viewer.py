@@ -16,14 +16,13 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from playwright import sync_api as playwright_api
 
 from cli_runner import run_in_process as run_cli
 from sparsecircuits.explain.store import ExplanationStore
 from sparsecircuits.loading import load_run, save_checkpoint
 from sparsecircuits.viewer.server import build_app
 from sparsecircuits.viewer.site import Site
-
-playwright_api = pytest.importorskip("playwright.sync_api")
 
 HOSTILE = ["<script>window.__pwned = 1</script>", '"><img src=x onerror="window.__pwned=1">']
 TASK = "single_double_quote"
