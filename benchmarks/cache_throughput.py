@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,6 +27,7 @@ from transformers.utils import logging as transformers_logging
 
 import sparsecircuits
 from sparsecircuits.imports.hf import import_hf
+from timing import median_seconds  # benchmarks/timing.py, beside this script
 
 HERE = Path(__file__).parent
 TL_PYTHON = HERE / ".venv-tl" / "bin" / "python"
@@ -43,23 +41,6 @@ class Side(NamedTuple):
     cached: dict[str, str]
     logits: torch.Tensor
     cache_vs_forward: float | None  # max abs logit difference of run_with_cache vs forward
-
-
-def median_seconds(
-    steps: dict[str, Callable[[], object]], warmup: int, repeats: int
-) -> dict[str, float]:
-    """Median wall time of each step over `repeats` rounds after `warmup` untimed ones; the
-    steps take turns within a round, so machine noise hits them alike."""
-    for _ in range(warmup):
-        for step in steps.values():
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            started = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def random_gpt2(seed: int) -> GPT2LMHeadModel:

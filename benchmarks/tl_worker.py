@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 import warnings
-from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
@@ -27,6 +24,8 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
 from transformers import GPT2LMHeadModel
 from transformers.utils import logging as transformers_logging
+
+from timing import median_seconds  # benchmarks/timing.py, beside this script
 
 
 def load_hooked_gpt2(hf_dir: Path) -> HookedTransformer:
@@ -62,23 +61,6 @@ def load_hooked_gpt2(hf_dir: Path) -> HookedTransformer:
         refactor_factored_attn_matrices=False,
     )
     return model.eval()
-
-
-def median_seconds(
-    steps: dict[str, Callable[[], object]], warmup: int, repeats: int
-) -> dict[str, float]:
-    """Median wall time of each step over `repeats` rounds after `warmup` untimed ones; the
-    steps take turns within a round, so machine noise hits them alike."""
-    for _ in range(warmup):
-        for step in steps.values():
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            started = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:

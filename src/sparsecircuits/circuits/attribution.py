@@ -94,9 +94,9 @@ def edge_scores(space: CircuitSpace, batch: TaskBatch) -> EdgeScores:
     final = space.groups[-1]
     value = cache[final.hook].detach()
     delta = space.replacements[final.hook].to(value.dtype) - value
-    node_scores = (gradients[final.hook] * delta).flatten(0, -2).sum(dim=0)  # [b, d] here
+    final_scores = (gradients[final.hook] * delta).flatten(0, -2).sum(dim=0)  # [b, d] here
     channels = torch.arange(final.width, device=space.device)
-    parts.append((node_scores, -1, channels, channels))
+    parts.append((final_scores, -1, channels, channels))
     return EdgeScores(
         scores=torch.cat([p[0].detach().cpu() for p in parts]),
         link=torch.cat([torch.full((len(p[2]),), p[1]) for p in parts]),
@@ -139,6 +139,7 @@ class EAPCircuit:
     select_loss: float
     test_loss: float
     seconds: float
+    scores: EdgeScores  # every edge's score, the chosen ones and the rest
 
 
 def eap_circuit(space: CircuitSpace, splits: TaskSplits, target_loss: float) -> EAPCircuit:
@@ -171,6 +172,7 @@ def eap_circuit(space: CircuitSpace, splits: TaskSplits, target_loss: float) -> 
         select_loss=loss_of(high),
         test_loss=calibrated_loss(space, keep, splits.select, splits.test),
         seconds=time.perf_counter() - started,
+        scores=edges,
     )
 
 
@@ -210,5 +212,5 @@ def eap_outcome(run: Run, splits: TaskSplits, config: PruneConfig) -> PruneOutco
         "eap": {"top_edges": found.k, "selection_loss": found.select_loss},
         "seconds": time.perf_counter() - started,
     }
-    scores = node_scores(space, edge_scores(space, splits.train))
+    scores = node_scores(space, found.scores)
     return PruneOutcome(splits.name, space, found.keep, scores, calibration, config, metrics)

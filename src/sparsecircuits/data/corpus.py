@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sparsecircuits.data.tokenizer import EOT
-from sparsecircuits.errors import UserError
+from sparsecircuits.errors import UserError, first_line
 
 # Third-party packages live inside the stdlib folder but are not part of it.
 _THIRD_PARTY_DIRS = frozenset({"site-packages", "dist-packages"})
@@ -193,8 +193,9 @@ class HuggingFaceCorpus(Corpus):
         try:
             rows = datasets.load_dataset(self.name, split=self.split)
         except Exception as error:  # the library raises many types for a missing dataset
-            first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise UserError(f"cannot load hf:{self.name}:{self.split}: {first_line}") from error
+            raise UserError(
+                f"cannot load hf:{self.name}:{self.split}: {first_line(error)}"
+            ) from error
         self.skipped = 0
         for index, row in enumerate(rows):
             text = row.get(self.field)

@@ -13,7 +13,7 @@ from pathlib import Path
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from sparsecircuits.errors import UserError
+from sparsecircuits.errors import UserError, first_line
 from sparsecircuits.files import write_text_atomic
 
 EOT = "<|endoftext|>"
@@ -94,8 +94,7 @@ class CodeTokenizer:
         try:
             inner = tokenizers.Tokenizer.from_file(str(path))
         except Exception as error:  # the library raises a bare Exception for bad JSON
-            first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise UserError(f"cannot read tokenizer {path}: {first_line}") from error
+            raise UserError(f"cannot read tokenizer {path}: {first_line(error)}") from error
         try:
             return cls(inner)
         except UserError as error:  # a tokenizer file, but not one of ours

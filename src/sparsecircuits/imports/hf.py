@@ -14,7 +14,7 @@ import torch
 
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.data.tokenizer import MIN_VOCAB_SIZE
-from sparsecircuits.errors import UserError
+from sparsecircuits.errors import UserError, first_line
 from sparsecircuits.imports.run_folder import (
     build_model,
     check_parity,
@@ -64,9 +64,8 @@ def load_hf_model(source: str):  # noqa: ANN201 (transformers is imported lazily
     try:
         hf_config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise UserError(
-            f"cannot read a Hugging Face model config from {source}: {first_line}"
+            f"cannot read a Hugging Face model config from {source}: {first_line(error)}"
         ) from None
     if hf_config.model_type != "gpt2":
         raise UserError(
@@ -77,8 +76,7 @@ def load_hf_model(source: str):  # noqa: ANN201 (transformers is imported lazily
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise UserError(f"cannot read the weights of {source}: {first_line}") from None
+        raise UserError(f"cannot read the weights of {source}: {first_line(error)}") from None
     return model.eval()
 
 
@@ -161,8 +159,7 @@ def load_tokenizer(source: str) -> tuple[CodeTokenizer | None, str]:
     try:
         hf_tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError, TypeError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "none found"
-        return None, f"not imported: {first_line}"
+        return None, f"not imported: {first_line(error)}"
     inner = getattr(hf_tokenizer, "backend_tokenizer", None)
     if inner is None:
         return None, "not imported: the source has no fast (tokenizers) tokenizer"

@@ -16,7 +16,7 @@ import torch
 
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.data.tokenizer import EOT
-from sparsecircuits.errors import UserError
+from sparsecircuits.errors import UserError, first_line
 from sparsecircuits.imports.run_folder import build_model, write_imported_run
 from sparsecircuits.model import GPTConfig
 from sparsecircuits.validation import load_json
@@ -152,8 +152,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or unsafe files
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise UserError(f"cannot read {path} as a weights-only state dict: {first_line}") from None
+        message = first_line(error)
+        raise UserError(f"cannot read {path} as a weights-only state dict: {message}") from None
     if not isinstance(state, dict) or not all(
         isinstance(value, torch.Tensor) for value in state.values()
     ):

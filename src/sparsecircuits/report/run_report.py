@@ -92,10 +92,15 @@ def density_per_layer_png(summary: dict) -> bytes:
     axis.set_ylabel("nonzero fraction of weights")
     axis.set_yscale("log")
     axis.legend()
-    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def png_bytes(figure: plt.Figure, dpi: int | None = None) -> bytes:
+    """A finished matplotlib figure as PNG bytes; the figure is closed."""
+    figure.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
+    figure.savefig(buffer, format="png", dpi=dpi)
+    plt.close(figure)
     return buffer.getvalue()
 
 

@@ -4,20 +4,16 @@ strongest excerpts, and the circuit's loss as its nodes are added in mask-score 
 
 from __future__ import annotations
 
-import io
-
-import matplotlib
+import matplotlib.pyplot as plt
 
 from sparsecircuits.circuits.draw import node_activations
 from sparsecircuits.circuits.prune import margin_loss
 from sparsecircuits.circuits.space import circuit_space
 from sparsecircuits.explain.units import Unit
+from sparsecircuits.report.run_report import png_bytes
 from sparsecircuits.tasks import TASKS, task_pairs
 from sparsecircuits.tasks.pairs import encode_usable_pairs
 from sparsecircuits.viewer.site import Site, ViewedCircuit, excerpts_of
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 PROMPTS_SHOWN = 4  # task prompts whose activations each node shows (A and B of two pairs)
 PAIRS_MEASURED = 64
@@ -32,7 +28,9 @@ def circuit_details(site: Site, circuit: ViewedCircuit, n_tokens: int) -> dict:
     if run.tokenizer_or_none is None:
         return {"nodes": {}, "prompts": [], "curve": []}
     pairs = task_pairs(circuit.task, "test", PAIRS_MEASURED) if circuit.task in TASKS else []
-    prompts = [text for pair in pairs[:2] for text in (pair.prompt_a, pair.prompt_b)]
+    prompts = [
+        text for pair in pairs[: PROMPTS_SHOWN // 2] for text in (pair.prompt_a, pair.prompt_b)
+    ]
     with viewed.lock:
         activations = node_activations(run, record, prompts) if prompts else {}
         effects, curve = ablation_effects(run, record, pairs)
@@ -95,8 +93,4 @@ def curve_png(curve: list, target: float | None) -> bytes:
         axes.legend()
     axes.set_xlabel("nodes kept, highest mask score first")
     axes.set_ylabel("task loss (uncalibrated)")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(figure, dpi=100)

@@ -7,12 +7,10 @@ embedded as JSON that cannot close its <script> element (see `script_json`).
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 import torch
 from markupsafe import Markup
 
@@ -22,13 +20,10 @@ from sparsecircuits.errors import UserError
 from sparsecircuits.explain.units import Unit, check_units
 from sparsecircuits.files import write_text_atomic
 from sparsecircuits.render import render, template_environment
-from sparsecircuits.report.run_report import density_per_layer_png
+from sparsecircuits.report.run_report import data_uri, density_per_layer_png, png_bytes
 from sparsecircuits.viewer.circuit_data import circuit_details, curve_png
 from sparsecircuits.viewer.links import Links
 from sparsecircuits.viewer.site import NotFound, Site, excerpts_of
-
-matplotlib.use("Agg")  # files only: no display on servers
-import matplotlib.pyplot as plt  # noqa: E402
 
 TEMPLATES = template_environment("sparsecircuits.viewer")
 SCORE_COLUMNS = ("score_top_and_random", "score_random_only", "ablation_score", "detection")
@@ -40,10 +35,6 @@ def script_json(data: object) -> Markup:
     text = json.dumps(data, ensure_ascii=True)
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return Markup(text)  # safe: only JSON escapes, see above
-
-
-def data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def page(links: Links, template: str, title: str, nav: list[dict], **context: object) -> str:
@@ -101,11 +92,7 @@ def frontier_png(site: Site) -> str | None:
     axes.set_xscale("log")
     axes.set_xlabel("circuit edges (geometric mean over the model's circuits)")
     axes.set_ylabel("validation loss (nats/token)")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return data_uri(buffer.getvalue())
+    return data_uri(png_bytes(figure, dpi=100))
 
 
 def model_page(site: Site, links: Links, run_id: int) -> str:
