@@ -58,5 +58,9 @@ def view(
         return
     from sparsecircuits.viewer.server import serve
 
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(
+            f"warning: serving on {host}: other machines can read these pages and run the model"
+        )
     click.echo(f"viewer on http://{host}:{port}/ (Ctrl-C to stop)")
     serve(site, host, port, tokens)
