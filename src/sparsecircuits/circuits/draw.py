@@ -127,10 +127,11 @@ def node_activations(run: Run, record: dict, prompts: list[str]) -> dict[str, li
     values: dict[str, list[float]] = {node.id: [] for node in nodes}
     if not nodes:  # nothing to record: skip the forward passes
         return values
+    device = next(run.model.parameters()).device
     for prompt in prompts:
         ids = run.tokenizer.encode(prompt)[-run.model_config.n_ctx :]
         with run.model.cache(hooks) as cache:
-            run.model(torch.tensor([ids]))
+            run.model(torch.tensor([ids], device=device))
         for node in nodes:
             group = groups[(node.layer, node.kind)]
             value = flat_channels(cache[group.hook], group)[0, -1, node.index]

@@ -48,7 +48,7 @@ def greedy_completions(run: Run, prompts: tuple[str, ...], max_new_tokens: int =
     completions = []
     for prompt in prompts:
         ids = run.tokenizer.encode(prompt)[-run.model_config.n_ctx :]
-        tokens = torch.tensor([ids])
+        tokens = torch.tensor([ids], device=next(run.model.parameters()).device)
         generated = run.model.generate(tokens, max_new_tokens)[0, len(ids) :].tolist()
         completions.append({"prompt": prompt, "completion": run.tokenizer.decode(generated)})
     return completions
