@@ -241,7 +241,8 @@ TRACE_SITES = {
 @dataclass
 class PatchResult:
     site: str
-    method: str  # "activation" or "attribution"
+    method: str  # "activation", "attribution" or "causal tracing"
+    column_axis: str  # "position", "head" or "neuron"
     values: torch.Tensor  # [n_layer, n_patches]: share of the clean-corrupted gap restored
     columns: list[str]
     baselines: Baselines
@@ -281,7 +282,7 @@ def patching(
     else:
         rows = [patch_scan(model, pairs, hook, masks, score, corruption) for hook in hooks]
     values = base.recovered(torch.stack(rows).cpu())
-    return PatchResult(site, method, values, columns, base, metric, pairs.n)
+    return PatchResult(site, method, where.column_axis, values, columns, base, metric, pairs.n)
 
 
 def noised_subjects(
@@ -318,6 +319,7 @@ def causal_trace(
     """Recovery of the clean answer's probability when one hidden state (layer x position) of
     the noised run is restored from the clean run: ROME's causal tracing heatmap."""
     repeated, corruption = noised_subjects(model, pairs, samples=samples, seed=seed)
-    return patching(
+    result = patching(
         model, repeated, kind, "activation", "prob", corruption, sites=TRACE_SITES, last=last
     )
+    return replace(result, method="causal tracing")

@@ -21,16 +21,18 @@ def load_pairs(run: Path, task: str, n: int, seed: int, device: str) -> tuple[GP
 
 
 def patch_grid(result: PatchResult, task: str) -> Grid:
-    axis = {"resid": "position", "mlp": "position", "attn": "position"}.get(result.site)
+    title = (
+        f"{task}: causal tracing, restoring {result.site}"
+        if result.method == "causal tracing"
+        else f"{task}: {result.method} patching of {result.site} ({result.metric})"
+    )
     return Grid(
-        title=f"{task}: {result.method} patching of {result.site} ({result.metric})"
-        if result.metric != "prob" or result.site == "heads"
-        else f"{task}: causal tracing, restoring {result.site}",
+        title=title,
         values=result.values,
         rows=[f"layer {layer}" for layer in range(result.values.shape[0])],
         columns=result.columns,
         row_axis="layer",
-        column_axis=axis or result.site.rstrip("s"),
+        column_axis=result.column_axis,
         value_label="share of the gap restored",
         summary={
             "metric": result.metric,
