@@ -35,7 +35,9 @@ def viewed(tmp_path_factory: pytest.TempPathFactory, quote_run: Path) -> dict:
     root = tmp_path_factory.mktemp("viewer")
     corpus = root / "corpus"
     corpus.mkdir()
-    lines = [f"html = '{HOSTILE[i % 2]}'  # line {i}\n" for i in range(400)]
+    # Every line holds both hostile strings, so whichever excerpts a unit ranks highest (that
+    # depends on the trained weights and the machine's float rounding), both are in them.
+    lines = [f"html = '{HOSTILE[0]}' + '{HOSTILE[1]}'  # line {i}\n" for i in range(400)]
     (corpus / "pages.py").write_text("".join(lines))
     loaded = load_run(quote_run)
     run = root / "hostile-run"
