@@ -16,6 +16,7 @@ from sparsecircuits.cli_types import (
     SEED,
     UNIT_INTERVAL,
     OutputPath,
+    count_at_least,
 )
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import json_text
@@ -148,13 +149,13 @@ def cli() -> None:
 @click.option("--lr", type=POSITIVE_FLOAT, help="Peak learning rate.")
 @click.option("--batch-size", type=POSITIVE_INT, help="Sequences per step (over all processes).")
 @click.option("--anneal-end", type=UNIT_INTERVAL, help="Fraction of training spent annealing L0.")
-@click.option("--vocab-size", type=click.IntRange(min=257), help="BPE vocabulary size.")
+@click.option("--vocab-size", type=count_at_least(257), help="BPE vocabulary size.")
 @click.option("--eval-every", type=POSITIVE_INT, help="Steps between validation losses.")
 @click.option("--eval-tasks", help="Tasks (comma-separated) scored at each eval.")
 @click.option("--checkpoint-every", type=POSITIVE_INT, help="Steps between checkpoints.")
 @click.option("--n-layer", type=POSITIVE_INT)
 @click.option("--d-model", type=POSITIVE_INT)
-@click.option("--n-ctx", type=click.IntRange(min=2))
+@click.option("--n-ctx", type=count_at_least(2))
 @click.option("--d-head", type=POSITIVE_INT)
 @click.option("--learned-positions/--no-learned-positions", default=None)
 @click.option("--bigram-table/--no-bigram-table", default=None)

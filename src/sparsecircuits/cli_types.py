@@ -7,6 +7,7 @@ Leaf module: imports click and the standard library only.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import click
@@ -48,8 +49,55 @@ class OutputPath(click.Path):
         return super().convert(value, param, ctx)
 
 
-POSITIVE_INT = click.IntRange(min=1)
-SEED = click.IntRange(min=0)
+class OutputFolder(OutputPath):
+    """A folder the command writes its files into, checked before any work: a file there, a
+    parent that is a file or a place that cannot be written ends in one usage line before a
+    model is loaded, and nothing is created until the files are written."""
+
+    def convert(self, value, param, ctx):  # noqa: ANN001
+        path = super().convert(value, param, ctx)
+        problem = unusable_folder(path)
+        if problem is not None:
+            self.fail(problem, param, ctx)
+        return path
+
+
+def unusable_folder(path: Path) -> str | None:
+    """Why `path` cannot be (or become) a folder this process writes into; None if it can.
+    Creates nothing: the nearest existing ancestor is what a later mkdir would write into."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        what = "a file" if os.path.exists(path) else "a link to nothing"
+        return f"{path} is {what}, not a folder"
+    ancestor = Path(path)
+    while not os.path.lexists(ancestor) and ancestor.parent != ancestor:
+        ancestor = ancestor.parent
+    if not os.path.isdir(ancestor):
+        return f"cannot make {path}: {ancestor} is not a folder"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"cannot write into {ancestor}: permission denied"
+    return None
+
+
+# A count becomes a tensor size or index somewhere, and torch holds those in 64 bits: a larger
+# one is refused here rather than overflowing there. Sizes that fit 64 bits but not in memory
+# are refused by `sparsecircuits.memory` where a command knows what it will allocate.
+LARGEST_COUNT = 2**63 - 1
+# numpy's legacy seeding takes 32 bits, torch 64; the trainer also derives per-step seeds as
+# seed * 1_000_003 + step * 7919 + rank, which must stay inside torch's 64 bits.
+LARGEST_SEED = 2**32 - 1
+
+
+def count_at_least(minimum: int) -> click.IntRange:
+    """An integer count from `minimum` up to what a tensor size can be."""
+    return click.IntRange(min=minimum, max=LARGEST_COUNT)
+
+
+POSITIVE_INT = count_at_least(1)
+# Task pairs are drawn and tokenised one at a time in Python (a few thousand a second): more
+# than this would run for many minutes before any analysis started.
+MAX_PAIRS = 100_000
+PAIR_COUNT = click.IntRange(min=1, max=MAX_PAIRS)
+SEED = click.IntRange(min=0, max=LARGEST_SEED)
 FRACTION = FiniteFloat(min=0, max=1, min_open=True)  # (0, 1]: kept fractions
 UNIT_INTERVAL = FiniteFloat(min=0, max=1)  # [0, 1]
 POSITIVE_FLOAT = FiniteFloat(min=0, min_open=True)

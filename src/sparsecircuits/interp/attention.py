@@ -25,9 +25,11 @@ import torch
 from markupsafe import Markup
 
 from sparsecircuits.errors import UserError
-from sparsecircuits.files import write_json_atomic, write_text_atomic
-from sparsecircuits.interp.figures import TEMPLATES, Grid, write_grid
+from sparsecircuits.files import json_text
+from sparsecircuits.interp.figures import TEMPLATES, Grid, grid_files
+from sparsecircuits.interp.outputs import write_outputs
 from sparsecircuits.loading import Run
+from sparsecircuits.memory import forward_bytes, require_memory
 from sparsecircuits.model import GPT
 from sparsecircuits.model.hooks import HookPoint
 from sparsecircuits.render import render
@@ -145,6 +147,12 @@ def detect_heads(
     ids = torch.arange(model.config.vocab_size) if token_ids is None else torch.tensor(token_ids)
     if ids.numel() < 2:
         raise UserError("the detectors need at least 2 token ids to draw random sequences from")
+    # Every sequence at once: a shuffle of the ids for each (float keys, int64 order), then
+    # one forward pass without logits.
+    shuffles = n_sequences * ids.numel() * 12
+    needed = shuffles + forward_bytes(model.config, n_sequences, seq_len, logit_positions=0)
+    what = f"--sequences {n_sequences} of --seq-len {seq_len}"
+    require_memory(needed, what, str(model_device(model)))
     generator = torch.Generator().manual_seed(seed)
     plain = random_tokens(ids, n_sequences, seq_len, generator)
     block = random_tokens(ids, n_sequences, seq_len // 2, generator)
@@ -178,11 +186,11 @@ def detector_grid(name: str, scores: torch.Tensor, summary: dict | None = None) 
 def write_head_scores(
     scores: dict[str, torch.Tensor], out: Path, summary: dict | None = None
 ) -> list[Path]:
-    """OUT/NAME.{png,html,json} for every detector; returns the paths written."""
-    paths = []
+    """OUT/NAME.{png,html,json} for every detector, written together; returns the paths."""
+    files = {}
     for name, values in scores.items():
-        paths += write_grid(detector_grid(name, values, summary), out / name)
-    return paths
+        files.update(grid_files(detector_grid(name, values, summary), name))
+    return write_outputs(out, files)
 
 
 # One prompt's patterns as a page.
@@ -223,6 +231,6 @@ def write_attention(
     token_texts: list[str], patterns: torch.Tensor, out: Path, title: str
 ) -> list[Path]:
     """OUT/attention.html and OUT/attention.json (tokens and patterns); returns both paths."""
-    page = write_text_atomic(out / "attention.html", attention_page(token_texts, patterns, title))
-    numbers = write_json_atomic(out / "attention.json", pattern_data(token_texts, patterns), None)
-    return [page, numbers]
+    page = attention_page(token_texts, patterns, title)
+    numbers = json_text(pattern_data(token_texts, patterns), indent=None)
+    return write_outputs(out, {"attention.html": page.encode(), "attention.json": numbers.encode()})

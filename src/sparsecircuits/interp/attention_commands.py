@@ -7,11 +7,18 @@ from pathlib import Path
 
 import click
 
-from sparsecircuits.cli_types import DEVICE_OPTION, POSITIVE_INT, SEED, OutputPath
+from sparsecircuits.cli_types import (
+    DEVICE_OPTION,
+    PAIR_COUNT,
+    POSITIVE_INT,
+    SEED,
+    OutputFolder,
+    count_at_least,
+)
 from sparsecircuits.errors import UserError
 
 RUN_ARGUMENT = click.argument("run", type=click.Path(path_type=Path))
-OUT_OPTION = click.option("--out", required=True, type=OutputPath(), help="Folder for the files.")
+OUT_OPTION = click.option("--out", required=True, type=OutputFolder(), help="Folder for the files.")
 
 
 @click.command()
@@ -46,7 +53,7 @@ def attention(run: Path, prompt: str, out: Path, device: str) -> None:
 @RUN_ARGUMENT
 @OUT_OPTION
 @click.option(
-    "--seq-len", type=click.IntRange(min=4), help="Tokens per sequence (default: n_ctx, <= 64)."
+    "--seq-len", type=count_at_least(4), help="Tokens per sequence (default: n_ctx, <= 64)."
 )
 @click.option("--sequences", type=POSITIVE_INT, default=16, show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)
@@ -82,7 +89,7 @@ def heads(
 @RUN_ARGUMENT
 @click.option("--task", required=True, help="A built-in task (`sparsecircuits tasks list`).")
 @OUT_OPTION
-@click.option("--n", "n_pairs", type=POSITIVE_INT, default=256, show_default=True, help="Pairs.")
+@click.option("--n", "n_pairs", type=PAIR_COUNT, default=256, show_default=True, help="Pairs.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option(
     "--site",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from sparsecircuits.cli_types import DEVICE_OPTION, POSITIVE_INT, SEED, OutputPath
+from sparsecircuits.cli_types import DEVICE_OPTION, PAIR_COUNT, POSITIVE_INT, SEED, OutputFolder
 
 
 def task_options(command):  # noqa: ANN001, ANN201 (a click decorator)
@@ -16,11 +16,11 @@ def task_options(command):  # noqa: ANN001, ANN201 (a click decorator)
         click.option(
             "--task", required=True, help="A built-in task (`sparsecircuits tasks list`)."
         ),
-        click.option("--out", required=True, type=OutputPath(), help="Folder for the figures."),
+        click.option("--out", required=True, type=OutputFolder(), help="Folder for the figures."),
         click.option(
             "--n",
             "n_pairs",
-            type=POSITIVE_INT,
+            type=PAIR_COUNT,
             default=32,
             show_default=True,
             help="Pairs of the task's test split.",
@@ -68,12 +68,11 @@ def patch(
     """Patch clean activations into the corrupted run, one layer x position/head/neuron at a
     time, and show how much of the answer each restores."""
     from sparsecircuits.interp.patching import patching
-    from sparsecircuits.interp.reports import load_pairs, write_patch_result
+    from sparsecircuits.interp.reports import load_pairs, write_patch_results
 
     model, pairs = load_pairs(run, task, n_pairs, seed, device)
     method = "attribution" if attribution else "activation"
-    result = patching(model, pairs, site, method, metric, last=last)
-    write_patch_result(result, task, out / f"{task}-{site}-{method}")
+    write_patch_results([patching(model, pairs, site, method, metric, last=last)], task, out)
 
 
 @click.command()
@@ -101,9 +100,11 @@ def trace(
     """Causal tracing (ROME): noise the tokens that decide the answer, restore one hidden
     state at a time, and map where the answer's probability comes back."""
     from sparsecircuits.interp.patching import causal_trace
-    from sparsecircuits.interp.reports import load_pairs, write_patch_result
+    from sparsecircuits.interp.reports import load_pairs, write_patch_results
 
     model, pairs = load_pairs(run, task, n_pairs, seed, device)
-    for name in kind or ("resid", "mlp", "attn"):
-        result = causal_trace(model, pairs, name, samples=samples, seed=seed, last=last)
-        write_patch_result(result, task, out / f"{task}-trace-{name}")
+    results = [
+        causal_trace(model, pairs, name, samples=samples, seed=seed, last=last)
+        for name in dict.fromkeys(kind or ("resid", "mlp", "attn"))  # each kind once
+    ]
+    write_patch_results(results, task, out)

@@ -2,12 +2,13 @@
 and token strings, all escaped) and JSON numbers to compute with.
 
 A result is a titled grid of numbers (a `Grid`: layer x position, layer x head, probe
-accuracies per layer...) plus any summary numbers. `write_grid` writes `STEM.png`,
-`STEM.html` and `STEM.json` atomically.
+accuracies per layer...) plus any summary numbers. `grid_files` renders `NAME.png`,
+`NAME.html` and `NAME.json` in memory; `write_grid` writes them through `write_outputs`.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from sparsecircuits.files import atomic_path, write_json_atomic, write_text_atomic  # noqa: E402
+from sparsecircuits.files import json_text  # noqa: E402
+from sparsecircuits.interp.outputs import write_outputs  # noqa: E402
 from sparsecircuits.render import render, template_environment  # noqa: E402
 
 TEMPLATES = template_environment("sparsecircuits.interp")
@@ -70,15 +72,19 @@ def finite_or_none(value: float) -> float | None:
 
 def write_grid(grid: Grid, stem: Path) -> list[Path]:
     """Write STEM.png, STEM.html and STEM.json; returns the three paths."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(suffix) for suffix in (".png", ".html", ".json")]
-    write_png(grid, paths[0])
-    write_text_atomic(paths[1], render(TEMPLATES, "grid.html", grid=grid, cells=cells(grid)))
-    write_json_atomic(paths[2], grid.to_dict())
-    return paths
+    return write_outputs(stem.parent, grid_files(grid, stem.name))
 
 
-def write_png(grid: Grid, path: Path) -> None:
+def grid_files(grid: Grid, name: str) -> dict[str, bytes]:
+    """NAME.png, NAME.html and NAME.json of `grid`, rendered in memory."""
+    return {
+        f"{name}.png": png(grid),
+        f"{name}.html": render(TEMPLATES, "grid.html", grid=grid, cells=cells(grid)).encode(),
+        f"{name}.json": json_text(grid.to_dict()).encode(),
+    }
+
+
+def png(grid: Grid) -> bytes:
     n_rows, n_columns = grid.values.shape
     width = min(18.0, max(5.0, 2.5 + 0.45 * n_columns))
     figure, axes = plt.subplots(figsize=(width, max(3.0, 1.6 + 0.35 * n_rows)))
@@ -106,9 +112,10 @@ def write_png(grid: Grid, path: Path) -> None:
     axes.set_title(grid.title)
     figure.colorbar(image, ax=axes, label=grid.value_label)
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=110)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
+    return buffer.getvalue()
 
 
 def short(label: str, limit: int = 24) -> str:

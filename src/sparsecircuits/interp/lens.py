@@ -31,7 +31,8 @@ from sparsecircuits.interp.task_pairs import PromptPairs
 from sparsecircuits.loading import Run
 from sparsecircuits.loading.activations import iter_activations
 from sparsecircuits.loading.weights_file import load_weights, save_weights
-from sparsecircuits.model import GPT
+from sparsecircuits.memory import FLOAT_BYTES, forward_bytes, require_memory
+from sparsecircuits.model import GPT, GPTConfig
 
 WEIGHTS_FILE = "tuned_lens.safetensors"
 REPORT_FILE = "tuned_lens.json"
@@ -83,6 +84,13 @@ def unembed(model: GPT, stream: torch.Tensor, tokens: torch.Tensor) -> torch.Ten
     if model.bigram is not None:  # the table adds the current token's row, as in the model
         logits = logits + model.bigram(tokens)
     return logits
+
+
+def streams_bytes(config: GPTConfig, rows: int, positions: int, logit_positions: int) -> int:
+    """Memory of `layer_logits` on `rows` sequences of `positions` tokens: the forward pass,
+    the stream after every layer, and one layer's logits at `logit_positions` per row."""
+    streams = (config.n_layer + 1) * rows * positions * config.d_model * FLOAT_BYTES
+    return streams + forward_bytes(config, rows, positions, logit_positions=logit_positions)
 
 
 def residual_streams(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
@@ -173,6 +181,10 @@ def task_lens(model: GPT, pairs: PromptPairs, lens: TunedLens | None = None) -> 
     Both prompts of every pair count, as in the task metrics: the clean prompt scores
     clean answer - corrupted answer, the corrupted prompt the reverse.
     """
+    positions = max(pairs.clean.shape[1], pairs.corrupted.shape[1])
+    needed = streams_bytes(model.config, pairs.n, positions, logit_positions=1)
+    device = str(next(model.parameters()).device)
+    require_memory(needed, f"--n {pairs.n} pairs of {positions} tokens", device)
     clean, corrupted = pairs.clean_answer, pairs.corrupted_answer
     margins = torch.cat(
         [
@@ -273,6 +285,9 @@ def train_tuned_lens(
             f"step; give at least {steps * n_ctx:,} tokens or fewer steps"
         )
     model = run.model
+    what = f"--tokens {tokens} over --steps {steps} ({windows_per_step:,} windows a step)"
+    needed = tuned_lens_step_bytes(model.config, windows_per_step * n_ctx)
+    require_memory(needed, what, str(next(model.parameters()).device))
     lens = TunedLens.from_model(model)
     optimizer = torch.optim.Adam(lens.parameters(), lr=lr)
     # A linear decay to zero: late steps settle the translators instead of jumping around.
@@ -306,6 +321,15 @@ def train_tuned_lens(
         seconds=round(time.perf_counter() - started, 2),
     )
     return lens, report
+
+
+def tuned_lens_step_bytes(config: GPTConfig, tokens: int) -> int:
+    """Memory of one training step on `tokens` tokens: the streams the activation stream
+    caches (on the CPU, then again on the lens's device), the model's final log-probabilities
+    and one layer's lens logits with their log-softmax and gradient."""
+    windows = tokens // config.n_ctx
+    streams = streams_bytes(config, windows, config.n_ctx, logit_positions=0)
+    return 2 * streams + 4 * tokens * config.vocab_size * FLOAT_BYTES
 
 
 def train_step(

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from sparsecircuits.cli_types import DEVICE_OPTION, POSITIVE_FLOAT, POSITIVE_INT, SEED, OutputPath
+from sparsecircuits.cli_types import (
+    DEVICE_OPTION,
+    PAIR_COUNT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    SEED,
+    OutputFolder,
+)
 from sparsecircuits.errors import UserError
 
 if TYPE_CHECKING:  # torch-heavy: imported inside the commands, so --help answers at once
@@ -24,10 +31,10 @@ if TYPE_CHECKING:  # torch-heavy: imported inside the commands, so --help answer
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--prompt", help="Text whose every token the lens reads.")
 @click.option("--task", help="A built-in task (`sparsecircuits tasks list`): answers per layer.")
-@click.option("--out", required=True, type=OutputPath(), help="Folder for the figures.")
+@click.option("--out", required=True, type=OutputFolder(), help="Folder for the figures.")
 @click.option("--tuned", is_flag=True, help="Read with the run's tuned lens (see tuned-lens).")
 @click.option(
-    "--n", "n_pairs", type=POSITIVE_INT, default=64, show_default=True, help="Pairs of --task."
+    "--n", "n_pairs", type=PAIR_COUNT, default=64, show_default=True, help="Pairs of --task."
 )
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Which pairs of --task.")
 @click.option("--device", **DEVICE_OPTION)

@@ -22,12 +22,14 @@ import torch
 
 from sparsecircuits.errors import UserError
 from sparsecircuits.interp.task_pairs import PromptPairs
-from sparsecircuits.model import GPT
+from sparsecircuits.memory import FLOAT_BYTES, forward_bytes, require_memory
+from sparsecircuits.model import GPT, GPTConfig
 from sparsecircuits.model.hooks import HookFn
 
 # A metric maps the last-token logits [rows, vocab] of the pairs to one value per row.
 Metric = Callable[[torch.Tensor, PromptPairs], torch.Tensor]
 SITES = ("resid", "heads", "neurons")
+SCAN_CHUNK = 16  # patches stacked into one forward pass of a scan
 
 
 def logit_difference(logits: torch.Tensor, pairs: PromptPairs) -> torch.Tensor:
@@ -117,7 +119,7 @@ def patch_scan(
     masks: torch.Tensor,
     metric: Metric = logit_difference,
     corruption: Corruption | None = None,
-    chunk: int = 16,
+    chunk: int = SCAN_CHUNK,
 ) -> torch.Tensor:
     """[n_patches] the mean metric of the corrupted run with each mask's clean values put in.
 
@@ -270,6 +272,9 @@ def patching(
     if method not in ("activation", "attribution"):
         raise UserError(f"unknown method {method!r} (activation or attribution)")
     where, score = sites[site], METRICS[metric]
+    positions = pairs.corrupted.shape[1]
+    needed = patching_bytes(model.config, where, pairs.n, positions, method == "attribution")
+    require_memory(needed, f"--n {pairs.n} pairs of {positions} tokens", model_device(model))
     corruption = corruption or other_prompts(pairs)
     base = baselines(model, pairs, corruption, score)
     masks, columns = where.masks(model, pairs)
@@ -285,6 +290,30 @@ def patching(
     return PatchResult(site, method, where.column_axis, values, columns, base, metric, pairs.n)
 
 
+def patching_bytes(
+    config: GPTConfig, site: Site, rows: int, positions: int, attribution: bool
+) -> int:
+    """Memory of `patching` on `rows` pairs of `positions` tokens: the patch masks, the clean
+    values at a hook and one stacked forward pass of SCAN_CHUNK patches; by attribution, one
+    pass with its backward and every layer's clean, corrupted and gradient values instead."""
+    patches, mask_width = {
+        "position": (positions, 1),
+        "head": (config.n_head, config.n_head),
+        "neuron": (config.d_mlp, config.d_mlp),
+    }[site.column_axis]
+    masks = patches * rows * positions * mask_width  # bool: a byte each
+    values = rows * positions * max(config.d_model, config.d_attn, config.d_mlp) * FLOAT_BYTES
+    if attribution:
+        backward = forward_bytes(config, rows, positions, backward=True, logit_positions=1)
+        return masks + backward + 4 * config.n_layer * values
+    scan = forward_bytes(config, SCAN_CHUNK * rows, positions, logit_positions=1)
+    return masks + scan + 2 * values
+
+
+def model_device(model: GPT) -> str:
+    return str(next(model.parameters()).device)
+
+
 def noised_subjects(
     model: GPT, pairs: PromptPairs, samples: int = 5, noise: float = 3.0, seed: int = 0
 ) -> tuple[PromptPairs, Corruption]:
@@ -294,6 +323,12 @@ def noised_subjects(
     subject = pairs.clean != pairs.corrupted  # [n, T]
     if not subject.any():
         raise UserError("the clean and corrupted prompts are identical: no subject to noise")
+    # The noise itself, and the scan of `samples` noised copies of every pair that follows.
+    rows, positions, config = samples * pairs.n, pairs.clean.shape[1], model.config
+    noise_bytes = rows * positions * config.d_model * FLOAT_BYTES
+    scan = patching_bytes(config, TRACE_SITES["resid"], rows, positions, attribution=False)
+    what = f"--samples {samples} of --n {pairs.n} pairs of {positions} tokens"
+    require_memory(noise_bytes + scan, what, model_device(model))
     repeated = repeat_pairs(pairs, samples)
     scale = noise * float(model.wte.weight.detach().std())
     generator = torch.Generator().manual_seed(seed)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from sparsecircuits.errors import UserError
 from sparsecircuits.interp.figures import Grid
 from sparsecircuits.loading import Run
+from sparsecircuits.memory import FLOAT_BYTES, forward_bytes, require_memory
 from sparsecircuits.model import GPT
 from sparsecircuits.model.hooks import HookFn, HookPoint
 from sparsecircuits.tasks import encode_pairs, task_pairs
@@ -226,6 +227,13 @@ def probe_layers(
     names = names or hooks
     if len(names) != len(hooks):
         raise ValueError(f"{len(names)} row names for {len(hooks)} hooks")
+    # Every hook's features of every example, and their standardised copy; one batch's pass.
+    config = model.config
+    width = max(config.d_model, config.d_attn, config.d_mlp)
+    features = 2 * len(hooks) * n * width * FLOAT_BYTES
+    needed = features + forward_bytes(config, min(n, batch_size), tokens.shape[1])
+    what = f"probing {len(hooks)} hooks on {n:,} prompts (--n)"
+    require_memory(needed, what, str(next(model.parameters()).device))
     activations = activations_at(model, tokens, positions, hooks, batch_size)
     return [
         probe_features(activations[hook], labels, train, test, seed, l2, shuffles, name, hook)

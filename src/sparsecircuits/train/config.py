@@ -1,12 +1,15 @@
-"""The named presets that fill in a training run, and the checks that need the task suite."""
+"""The named presets that fill in a training run, and the checks a run's configs must pass
+before any work: known eval tasks, and a model and batch that fit the device."""
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, replace
 
 from sparsecircuits.errors import UserError
 from sparsecircuits.loading import TrainConfig
+from sparsecircuits.memory import parameter_count, require_memory, training_bytes
 from sparsecircuits.model import GPTConfig
 from sparsecircuits.tasks import get_task
 
@@ -68,3 +71,22 @@ def check_eval_tasks(config: TrainConfig) -> None:
     """An unknown eval task name fails now, not after the corpus is tokenised."""
     for name in config.eval_task_names:
         get_task(name)
+
+
+def check_training_memory(model: GPTConfig, train: TrainConfig) -> None:
+    """A model or batch too big for the training device fails now, before the corpus is read
+    or the run folder made, in one line that names the flags setting the size."""
+    # The model's vocabulary is the tokenizer's, trained later: at most --vocab-size tokens.
+    model = replace(model, vocab_size=max(model.vocab_size, train.vocab_size))
+    # Under torchrun each process holds a share of the batch on its own device.
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    batch = max(1, train.batch_size // max(1, world_size))
+    device = train.device
+    if device == "cuda":
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    sizes = (
+        f"--n-layer {model.n_layer}, --d-model {model.d_model}, --n-ctx {model.n_ctx}, "
+        f"--vocab-size {model.vocab_size}, --batch-size {train.batch_size}"
+    )
+    what = f"training {parameter_count(model):,} parameters on {batch:,} windows a step ({sizes})"
+    require_memory(training_bytes(model, batch), what, device)

@@ -13,7 +13,12 @@ from sparsecircuits.errors import UserError
 from sparsecircuits.loading import TrainConfig
 from sparsecircuits.loading.checkpoint import read_json, resolve_checkpoint
 from sparsecircuits.model import GPTConfig
-from sparsecircuits.train.config import check_eval_tasks, preset_configs, steps_for_tokens
+from sparsecircuits.train.config import (
+    check_eval_tasks,
+    check_training_memory,
+    preset_configs,
+    steps_for_tokens,
+)
 from sparsecircuits.train.run_folder import RESUMABLE_FIELDS
 
 # CLI flag -> (config, field): which dataclass field a training flag overrides.
@@ -72,11 +77,16 @@ def build_train_configs(
         if resume and flag not in RESUMABLE_FIELDS and current != value:
             raise UserError(f"config mismatch on --resume: {flag} was {current}, now {value}")
         configs[section][field] = value
-    if flags.get("d_model") is not None and not resume:
-        configs["model"]["d_mlp"] = 0  # follow the new width: 4 * d_model
+    if not resume:  # derived widths follow a new width (0: computed from it again)
+        if flags.get("d_model") is not None:
+            configs["model"]["d_mlp"] = 0  # 4 * d_model
+        if flags.get("d_model") is not None or flags.get("d_head") is not None:
+            configs["model"]["n_head"] = 0  # d_model // d_head
     train_config = TrainConfig.from_dict(configs["train"])
+    model_config = GPTConfig.from_dict(configs["model"])
     check_eval_tasks(train_config)
-    return GPTConfig.from_dict(configs["model"]), train_config
+    check_training_memory(model_config, train_config)
+    return model_config, train_config
 
 
 def train_command(config: dict, out: str) -> str:
