@@ -10,7 +10,7 @@
 - Unusable output paths (an existing folder where a file is expected, a parent that is a file,
   no permission) end in one UserError line, never a traceback.
 
-Leaf module: imports only the standard library and `errors`.
+Leaf module: imports only the standard library, `errors` and `validation` (which reads JSON).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sparsecircuits.errors import UserError
+from sparsecircuits.validation import load_json
 
 TEMP_SUFFIX = ".sc-tmp"
 _TEMP_PATTERN = re.compile(r"\.(\d+)-[0-9a-f]+" + re.escape(TEMP_SUFFIX) + "$")
@@ -198,10 +199,9 @@ def read_marker(folder: Path) -> dict | None:
     if not marker.is_file():
         return None
     try:
-        data = json.loads(marker.read_text())
-    except (OSError, ValueError):
+        return load_json(marker, dict, "run marker")
+    except UserError:  # unreadable: treated as no marker, so the folder is not adopted blindly
         return None
-    return data if isinstance(data, dict) else None
 
 
 @contextlib.contextmanager

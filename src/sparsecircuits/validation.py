@@ -6,6 +6,10 @@ against one and turn the first problem into a UserError that names the file and 
 
     models/x/config.json: model.d_model: expected an integer, got 'abc'
 
+All JSON the project reads (whole files, JSONL lines, JSON kept in a database) is parsed here,
+by `parse_json`: its parser has a depth limit, so `[[[[...` a hundred thousand deep is one
+line ("nested too deeply") instead of Python's RecursionError.
+
 A leaf module: it imports nothing from the package but errors.
 """
 
@@ -14,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import pydantic
 from pydantic_core import ErrorDetails
@@ -30,6 +34,7 @@ EXPECTED = {
     "int_from_float": "expected an integer",
     "float_type": "expected a number",
     "float_parsing": "expected a number",
+    "finite_number": "expected a finite number",
     "bool_type": "expected true or false",
     "bool_parsing": "expected true or false",
     "string_type": "expected a string",
@@ -63,7 +68,21 @@ def load_json(path: Path | str, schema: type[T], kind: str = "file") -> T:
         raise UserError(f"no such {kind}: {path}") from None
     except OSError as error:
         raise UserError(f"cannot read {kind} {path}: {error.strerror or error}") from None
-    return _check(schema, text, path)
+    return parse_json(text, schema, path)
+
+
+def parse_json(text: str | bytes, schema: type[T], source: Path | str) -> T:
+    """The JSON document `text` checked against `schema` (`object`: any JSON at all);
+    `source` names it in errors ("runs/x/metrics.jsonl: line 3")."""
+    if not isinstance(text, str | bytes):  # e.g. NULL where a database keeps JSON
+        raise field_error(source, "", f"expected JSON text, got {shown(text)}")
+    return _check(schema, text, source)
+
+
+def bounded_float(bound: float) -> Any:
+    """A float type for numbers read from a file: finite (no NaN, no Infinity) and within
+    ±`bound`, so that what is computed from them stays finite too."""
+    return Annotated[float, pydantic.Field(allow_inf_nan=False, ge=-bound, le=bound)]
 
 
 def field_error(source: Path | str, location: str, message: str) -> UserError:
@@ -117,6 +136,8 @@ def describe(problem: ErrorDetails) -> str:
         return "missing"
     if kind in UNKNOWN_KEY_TYPES:
         return "unknown key"
+    if kind == "json_invalid" and "recursion limit" in str(reason or message):
+        return f"not valid JSON: nested too deeply ({reason or message})"
     if kind == "json_invalid":
         return f"not valid JSON: {reason or message}"
     if kind == "value_error":  # a ValueError raised by a check while validating

@@ -25,6 +25,7 @@ from sparsecircuits.data.tokens import default_cache_root
 from sparsecircuits.database import insert_row, open_database
 from sparsecircuits.errors import UserError
 from sparsecircuits.loading import Run
+from sparsecircuits.validation import parse_json
 
 STORE_VERSION = 1
 SCHEMA = """
@@ -101,7 +102,7 @@ def stored_prune_metrics(
         log(f"  {task}: stored result of {row['measured_at']} (pass --fresh to prune again)")
         if row["error"] is not None:
             raise UserError(row["error"])
-        return json.loads(row["metrics"])
+        return parse_json(row["metrics"], dict, f"{store.path}: prunes row {key[:16]}...: metrics")
     fields = {
         "model_sha256": weights_sha256,
         "run": str(run_path),

@@ -3,7 +3,7 @@
 Owns everything between "a corpus spec" and "tensors of token ids": reading documents
 (corpus.py), byte-level BPE (tokenizer.py), and cached uint16 token streams with batch sampling
 (tokens.py). It is the first stage of the pipeline, so it imports nothing from other
-sparsecircuits packages except the leaf modules `errors` and `files`.
+sparsecircuits packages except the leaf modules `errors`, `files` and `validation`.
 """
 
 from sparsecircuits.data.corpus import Corpus, Document, is_validation, open_corpus

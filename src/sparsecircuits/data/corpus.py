@@ -4,7 +4,6 @@ a stream of documents, plus a cheap fingerprint of what the corpus holds for cac
 import hashlib
 import importlib
 import importlib.util
-import json
 import os
 import sys
 import sysconfig
@@ -13,8 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from sparsecircuits.data.tokenizer import EOT
 from sparsecircuits.errors import UserError, first_line
+from sparsecircuits.validation import parse_json
 
 # Third-party packages live inside the stdlib folder but are not part of it.
 _THIRD_PARTY_DIRS = frozenset({"site-packages", "dist-packages"})
@@ -167,13 +169,17 @@ class JsonlCorpus(Corpus):
         return short_hash("jsonl", str(self.path.resolve()), _file_stamp(self.path))
 
 
+class _CorpusLine(BaseModel):
+    """A line of a .jsonl corpus: an object with a "text" string (other keys ignored)."""
+
+    text: str
+
+
 def _text_field(raw_line: bytes) -> str | None:
     try:
-        record = json.loads(raw_line)
-    except ValueError:  # also covers bytes that are not UTF-8
+        return parse_json(raw_line, _CorpusLine, "corpus line").text
+    except UserError:  # not JSON (or not UTF-8), or no "text" string: skipped and counted
         return None
-    text = record.get("text") if isinstance(record, dict) else None
-    return text if isinstance(text, str) else None
 
 
 class HuggingFaceCorpus(Corpus):

@@ -27,6 +27,7 @@ from sparsecircuits.data.corpus import Corpus, Document, is_validation, open_cor
 from sparsecircuits.data.tokenizer import CodeTokenizer
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import remove_stale_temporaries, temporary_path
+from sparsecircuits.validation import load_json
 
 CACHE_ENV_VAR = "SPARSECIRCUITS_CACHE"
 # When no whole document lands in validation (a corpus of a few files), this share of the end
@@ -153,7 +154,7 @@ def _load_or_train_tokenizer(
 def _read_complete_meta(cache_dir: Path) -> dict | None:
     """The cache's meta.json if the cache is whole and matches it, else None."""
     try:
-        meta = json.loads((cache_dir / "meta.json").read_text(encoding="utf-8"))
+        meta = load_json(cache_dir / "meta.json", dict, "token cache file")
         train_bytes = (cache_dir / "train.bin").stat().st_size
         val_bytes = (cache_dir / "val.bin").stat().st_size
         whole = (
@@ -161,7 +162,7 @@ def _read_complete_meta(cache_dir: Path) -> dict | None:
             and train_bytes == 2 * meta["train_tokens"]
             and val_bytes == 2 * meta["val_tokens"]
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (UserError, OSError, ValueError, KeyError, TypeError):
         return None
     return meta if whole else None
 

@@ -12,6 +12,8 @@ from sparsecircuits.explain.store import SCORE_COLUMNS
 from sparsecircuits.files import json_text
 
 DEFAULT_DB = Path("runs/explanations.sqlite")
+# Rows a query prints at most: more than any database holds, well inside SQLite's integers.
+ROW_LIMIT = click.IntRange(min=1, max=1_000_000)
 
 
 def llm_options(command):  # noqa: ANN001, ANN201 (a click decorator)
@@ -246,7 +248,7 @@ DB_ARGUMENT = click.option(
 )
 @click.option("--layer", type=click.IntRange(min=0))
 @click.option("--kind")
-@click.option("--limit", type=POSITIVE_INT, default=20, show_default=True)
+@click.option("--limit", type=ROW_LIMIT, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def top(
     db: Path, score: str, layer: int | None, kind: str | None, limit: int, as_json: bool
@@ -254,7 +256,8 @@ def top(
     """The best-scored explanations."""
     from sparsecircuits.explain.store import ExplanationStore
 
-    rows = ExplanationStore(db).top(score, limit, layer=layer, kind=kind)
+    with ExplanationStore(db) as store:
+        rows = store.top(score, limit, layer=layer, kind=kind)
     emit([dict(row) for row in rows], as_json)
 
 
@@ -308,13 +311,14 @@ def directions(
 @explanations.command()
 @DB_ARGUMENT
 @click.argument("text")
-@click.option("--limit", type=POSITIVE_INT, default=20, show_default=True)
+@click.option("--limit", type=ROW_LIMIT, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def search(db: Path, text: str, limit: int, as_json: bool) -> None:
     """Explanations containing TEXT (or of the unit named TEXT, e.g. 1.mlp.17)."""
     from sparsecircuits.explain.store import ExplanationStore
 
-    rows = ExplanationStore(db).search(text, limit)
+    with ExplanationStore(db) as store:
+        rows = store.search(text, limit)
     emit([dict(row) for row in rows], as_json)
 
 

@@ -23,15 +23,18 @@ from sparsecircuits.errors import UserError
 from sparsecircuits.explain.offline import Evidence
 from sparsecircuits.explain.records import Excerpt
 from sparsecircuits.explain.scoring import correlation
-from sparsecircuits.validation import load_json
+from sparsecircuits.validation import bounded_float, load_json
 
 SHIPPED = Path(__file__).parent / "puzzles.json"
+# Activations are finite and at most this large: scoring sums their squares and products over
+# every token, which overflows to inf (and the scores to NaN) long before 1e308.
+MAX_ACTIVATION = 1e9
 
 
 class PuzzleExcerpt(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tokens: list[str] = Field(min_length=1)
-    activations: list[float]
+    activations: list[bounded_float(MAX_ACTIVATION)]  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def same_length(self) -> PuzzleExcerpt:

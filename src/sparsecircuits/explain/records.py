@@ -21,7 +21,6 @@ are saved with the packed weights format, so mostly-zero activations take little
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ from sparsecircuits.files import atomic_path, write_json_atomic
 from sparsecircuits.loading import Run
 from sparsecircuits.loading.activations import iter_activations, run_corpus
 from sparsecircuits.loading.weights_file import load_weights, save_weights
+from sparsecircuits.validation import load_json
 
 HALVES = ("explain", "score")
 STATE_FILE = "records.safetensors"
@@ -216,7 +216,7 @@ class RecordPass:
         write_json_atomic(folder / INFO_FILE, info | {"windows_done": self.windows_done})
 
     def load(self, folder: Path) -> None:
-        info = json.loads((folder / INFO_FILE).read_text())
+        info = load_json(folder / INFO_FILE, dict, "records file")
         tensors = load_weights(folder / STATE_FILE)
         for name in self.ARRAYS:
             expected = getattr(self, name)
@@ -301,7 +301,7 @@ def collect_records(
     state = RecordPass(units, settings, run.tokenizer.eot_id)
     info = {"units": [unit.name for unit in units], "settings": settings.to_dict()}
     if folder is not None and (folder / INFO_FILE).is_file():
-        stored = json.loads((folder / INFO_FILE).read_text())
+        stored = load_json(folder / INFO_FILE, dict, "records file")
         if {k: stored.get(k) for k in info} != info:
             raise UserError(f"{folder} holds records of other units or settings; choose another")
         state.load(folder)

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sparsecircuits.database import insert_row, open_database
+from sparsecircuits.database import database_errors, insert_row, open_database
+from sparsecircuits.validation import parse_json
 
 KIND = "explanations"
 VERSION = 1
@@ -77,6 +78,7 @@ CREATE TABLE IF NOT EXISTS llm_requests (
 );
 """
 
+SQLITE_MAX_INT = 2**63 - 1
 SCORE_COLUMNS = (
     "score_top_and_random",
     "score_random_only",
@@ -103,12 +105,25 @@ class ExplanationStore:
         self.connection = open_database(self.path, KIND, VERSION, SCHEMA)
         self.lock = threading.Lock()  # LLM workers share the connection
 
+    def close(self) -> None:
+        """Close the file; the last connection to close also folds away SQLite's -wal file."""
+        self.connection.close()
+
+    def __enter__(self) -> ExplanationStore:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.close()
+
+    def rows(self, sql: str, values: tuple = ()) -> list[sqlite3.Row]:
+        """The rows a query returns, each checked against the schema (database.py)."""
+        with self.lock, database_errors(self.path, KIND):
+            return self.connection.execute(sql, values).fetchall()
+
     def cached_response(self, key: str) -> dict | None:
-        with self.lock:
-            row = self.connection.execute(
-                "SELECT response FROM llm_requests WHERE key = ?", (key,)
-            ).fetchone()
-        return None if row is None else json.loads(row["response"])
+        rows = self.rows("SELECT key, response FROM llm_requests WHERE key = ?", (key,))
+        source = f"{self.path}: llm_requests row key {key[:16]}...: response"
+        return parse_json(rows[0]["response"], dict, source) if rows else None
 
     def store_response(self, key: str, endpoint: str, model: str, response: dict) -> None:
         fields = {
@@ -118,7 +133,7 @@ class ExplanationStore:
             "response": json.dumps(response),
             "created_at": now(),
         }
-        with self.lock:
+        with self.lock, database_errors(self.path, KIND):
             insert_row(self.connection, "llm_requests", fields, replace=True)
 
     def start_run(
@@ -127,16 +142,15 @@ class ExplanationStore:
         """The unfinished run of the same model, explainer, simulator and settings, or a new
         one."""
         settings_text = json.dumps(settings, sort_keys=True)
-        row = self.connection.execute(
+        unfinished = self.rows(
             "SELECT id FROM explain_runs WHERE model_sha256 = ? AND explainer = ? AND "
             "simulator = ? AND settings = ? AND finished_at IS NULL ORDER BY id DESC LIMIT 1",
             (model_sha256, explainer, simulator, settings_text),
-        ).fetchone()
-        if row is not None:
-            done = self.connection.execute(
-                "SELECT unit FROM explanations WHERE run_id = ?", (row["id"],)
-            ).fetchall()
-            return ExplainRun(row["id"], {r["unit"] for r in done})
+        )
+        if unfinished:
+            run_id = unfinished[0]["id"]
+            done = self.rows("SELECT unit FROM explanations WHERE run_id = ?", (run_id,))
+            return ExplainRun(run_id, {r["unit"] for r in done})
         fields = {
             "model": model,
             "model_sha256": model_sha256,
@@ -145,10 +159,12 @@ class ExplanationStore:
             "settings": settings_text,
             "started_at": now(),
         }
-        return ExplainRun(insert_row(self.connection, "explain_runs", fields, replace=False), set())
+        with self.lock, database_errors(self.path, KIND):
+            run_id = insert_row(self.connection, "explain_runs", fields, replace=False)
+        return ExplainRun(run_id, set())
 
     def add(self, run: ExplainRun, fields: dict) -> None:
-        with self.lock:
+        with self.lock, database_errors(self.path, KIND):
             insert_row(
                 self.connection,
                 "explanations",
@@ -158,7 +174,7 @@ class ExplanationStore:
         run.done.add(fields["unit"])
 
     def finish_run(self, run: ExplainRun, usage: dict | None = None) -> None:
-        with self.lock, self.connection:
+        with self.lock, database_errors(self.path, KIND), self.connection:
             self.connection.execute(
                 "UPDATE explain_runs SET finished_at = ?, usage = ? WHERE id = ?",
                 (now(), None if usage is None else json.dumps(usage), run.id),
@@ -176,27 +192,33 @@ class ExplanationStore:
         if score not in SCORE_COLUMNS:
             raise ValueError(f"unknown score column {score!r}")
         where, values = filters(model_sha256, layer, kind, explainer)
-        return self.connection.execute(
+        return self.rows(
             f"SELECT * FROM explanations WHERE {score} IS NOT NULL{where} "
             f"ORDER BY {score} DESC, unit LIMIT ?",
-            (*values, limit),
-        ).fetchall()
+            (*values, sqlite_limit(limit)),
+        )
 
     def search(self, text: str, limit: int = 20) -> list[sqlite3.Row]:
-        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        return self.connection.execute(
-            "SELECT * FROM explanations WHERE explanation LIKE ? ESCAPE '\\' OR unit = ? "
-            "ORDER BY score_top_and_random DESC NULLS LAST LIMIT ?",
-            (pattern, text, limit),
-        ).fetchall()
+        """Explanations containing `text` (ignoring ASCII case, as LIKE does), or of the unit
+        named `text`. instr, not LIKE: SQLite refuses LIKE patterns over 50,000 bytes."""
+        return self.rows(
+            "SELECT * FROM explanations WHERE instr(lower(explanation), lower(?)) > 0 "
+            "OR unit = ? ORDER BY score_top_and_random DESC NULLS LAST LIMIT ?",
+            (text, text, sqlite_limit(limit)),
+        )
 
     def for_model(self, model_sha256: str) -> list[sqlite3.Row]:
         """The latest explanation of every unit of a model (any explainer)."""
-        return self.connection.execute(
+        return self.rows(
             "SELECT * FROM explanations WHERE id IN (SELECT MAX(id) FROM explanations "
             "WHERE model_sha256 = ? GROUP BY unit, explainer) ORDER BY layer, kind, unit_index",
             (model_sha256,),
-        ).fetchall()
+        )
+
+
+def sqlite_limit(limit: int) -> int:
+    """`limit` as SQLite takes it: its integers stop at 2**63 - 1, far beyond any table."""
+    return max(0, min(limit, SQLITE_MAX_INT))
 
 
 def filters(

@@ -8,6 +8,8 @@ The tokenizer comes along when the source has one.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -19,6 +21,7 @@ from sparsecircuits.imports.run_folder import (
     build_model,
     check_parity,
     probe_tokens,
+    reading_source,
     write_imported_run,
 )
 from sparsecircuits.model import GPTConfig
@@ -32,6 +35,14 @@ ACTIVATIONS = {
 }
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
+CONFIG_FILES = ("config.json",)
+# The weights transformers looks for in a folder, in its order.
+WEIGHTS_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def import_hf(source: str | Path, out: Path) -> tuple[Path, dict]:
@@ -61,23 +72,52 @@ def load_hf_model(source: str):  # noqa: ANN201 (transformers is imported lazily
         from transformers import AutoConfig, AutoModelForCausalLM
     except ImportError:
         raise UserError("importing Hugging Face models needs `transformers` installed") from None
-    try:
+    with reading_source(source_file(source, CONFIG_FILES), "a Hugging Face model config"):
         hf_config = AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as error:
-        raise UserError(
-            f"cannot read a Hugging Face model config from {source}: {first_line(error)}"
-        ) from None
     if hf_config.model_type != "gpt2":
         raise UserError(
             f"{source} is a {hf_config.model_type!r} model; `import hf` converts the GPT-2 "
             "family (model_type gpt2: gpt2, distilgpt2, gpt2-medium...)"
         )
     check_supported(hf_config, source)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot read the weights of {source}: {first_line(error)}") from None
+    weights = source_file(source, WEIGHTS_FILES)
+    with reading_source(weights, "Hugging Face GPT-2 weights"), quiet_transformers():
+        model, loading = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch.float32, output_loading_info=True
+        )
+    # transformers fills tensors a file lacks with random values and only warns.
+    missing = sorted(loading["missing_keys"])
+    if missing:
+        raise UserError(
+            f"{weights} lacks {len(missing)} of the model's tensors ({', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}); nothing was written"
+        )
     return model.eval()
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No progress bar or load report from transformers: what matters in them (a tensor the
+    file lacks) becomes this command's own one-line error."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def source_file(source: str, names: tuple[str, ...]) -> str:
+    """The file of a local source folder that transformers reads (the first of `names` it
+    has), to name in errors; a hub name stays as it is."""
+    folder = Path(source)
+    found = [folder / name for name in names if (folder / name).is_file()]
+    return str(found[0]) if folder.is_dir() and found else source
 
 
 def check_supported(hf_config, source: str) -> None:  # noqa: ANN001

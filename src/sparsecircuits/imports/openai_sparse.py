@@ -16,8 +16,8 @@ import torch
 
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.data.tokenizer import EOT
-from sparsecircuits.errors import UserError, first_line
-from sparsecircuits.imports.run_folder import build_model, write_imported_run
+from sparsecircuits.errors import UserError
+from sparsecircuits.imports.run_folder import build_model, reading_source, write_imported_run
 from sparsecircuits.model import GPTConfig
 from sparsecircuits.validation import load_json
 
@@ -149,11 +149,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of `final_model.pt`, loaded without unpickling anything but tensors."""
     if not path.is_file():
         raise UserError(f"no {path.name} in {path.parent}")
-    try:
+    with reading_source(path, "a weights-only state dict"):
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt or unsafe files
-        message = first_line(error)
-        raise UserError(f"cannot read {path} as a weights-only state dict: {message}") from None
     if not isinstance(state, dict) or not all(
         isinstance(value, torch.Tensor) for value in state.values()
     ):

@@ -8,12 +8,14 @@ a failed import leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from sparsecircuits.data import CodeTokenizer
-from sparsecircuits.errors import UserError
+from sparsecircuits.errors import UserError, first_line
 from sparsecircuits.files import atomic_folder, write_json_atomic
 from sparsecircuits.loading import TrainConfig
 from sparsecircuits.loading.weights_file import save_weights
@@ -21,6 +23,24 @@ from sparsecircuits.model import GPT, GPTConfig
 
 # The conversion is refused when the imported model's logits differ from the source's by more.
 PARITY_TOLERANCE = 1e-4
+
+
+@contextlib.contextmanager
+def reading_source(path: Path | str, what: str) -> Iterator[None]:
+    """Turn any error of another library while it reads `path` into one line naming it.
+
+    torch, safetensors and transformers raise a dozen types for a damaged file (truncated,
+    zero bytes, garbage, nested too deeply): a failed read of a source is always bad input.
+    """
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 (see above)
+        reason = first_line(error)
+        if not any(character.isalpha() for character in reason):  # pickle's bare "1584996200"
+            reason = f"{type(error).__name__} {reason}"
+        raise UserError(f"cannot read {path} as {what}: {reason}") from None
 
 
 def build_model(config: GPTConfig, weights: dict[str, torch.Tensor], source: str) -> GPT:

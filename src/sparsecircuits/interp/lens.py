@@ -14,7 +14,6 @@ targets and the top tokens, one layer at a time) and `task_lens` (answer margins
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ from sparsecircuits.loading.activations import iter_activations
 from sparsecircuits.loading.weights_file import load_weights, save_weights
 from sparsecircuits.memory import FLOAT_BYTES, forward_bytes, require_memory
 from sparsecircuits.model import GPT, GPTConfig
+from sparsecircuits.validation import load_json
 
 WEIGHTS_FILE = "tuned_lens.safetensors"
 REPORT_FILE = "tuned_lens.json"
@@ -424,8 +424,9 @@ def load_tuned_lens(run: Run) -> TunedLens:
 def read_tuned_lens_report(run: Run) -> dict | None:
     """The saved lens's report (tokens trained, held-out KL per layer), if there is one."""
     _, report_path = tuned_lens_paths(run)
-    try:
-        report = json.loads(report_path.read_text())
-    except (OSError, ValueError):
+    if not report_path.is_file():
         return None
-    return report if isinstance(report, dict) else None
+    try:
+        return load_json(report_path, dict, "tuned lens report")
+    except UserError:  # damaged (or nested too deeply): shown as no report, the lens still loads
+        return None

@@ -11,6 +11,7 @@ optimizer tensors against the model, so a damaged checkpoint is one line naming 
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +28,12 @@ from sparsecircuits.files import atomic_folder, write_json_atomic, write_text_at
 from sparsecircuits.loading.train_config import TrainConfig
 from sparsecircuits.loading.weights_file import load_weights, save_weights
 from sparsecircuits.model import GPT, GPTConfig
-from sparsecircuits.validation import field_error, load_json
+from sparsecircuits.validation import field_error, load_json, shown
 
 LATEST = "LATEST"
 CHECKPOINTS = "checkpoints"
+CHECKPOINT_NAME = re.compile(r"step-[0-9]+")  # what save_checkpoint names them
+LONGEST_LATEST = 64  # bytes: a checkpoint name and its newline, with room to spare
 
 T = TypeVar("T")
 
@@ -154,8 +157,29 @@ def save_checkpoint(
 
 
 def latest_name(run_dir: Path) -> str | None:
-    pointer = run_dir / LATEST
-    return pointer.read_text().strip() if pointer.is_file() else None
+    """The checkpoint LATEST names (None if the run has no LATEST yet).
+
+    LATEST is only ever written whole by `save_checkpoint`, so anything but one checkpoint
+    name (bytes, an empty file, a path with / or ..) is damage: a UserError naming the file
+    instead of a guess at which checkpoint was meant.
+    """
+    pointer = Path(run_dir) / LATEST
+    if not pointer.exists() and not pointer.is_symlink():
+        return None
+    try:
+        with open(pointer, "rb") as handle:
+            data = handle.read(LONGEST_LATEST + 1)
+    except OSError as error:
+        raise UserError(f"cannot read {pointer}: {error.strerror or error}") from None
+    name = data.decode("utf-8", errors="replace").strip()
+    if len(data) > LONGEST_LATEST or not CHECKPOINT_NAME.fullmatch(name):
+        raise field_error(
+            pointer,
+            "",
+            f"expected the name of a checkpoint in {CHECKPOINTS}/ (like step-0001000), "
+            f"got {shown(data)}; write the newest complete one's name into it",
+        )
+    return name
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -163,12 +187,30 @@ def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     if (path / "model.safetensors").is_file():
         return path
-    name = latest_name(path)
-    if name is not None and (path / CHECKPOINTS / name / "model.safetensors").is_file():
-        return path / CHECKPOINTS / name
+    name = latest_name(path) if path.is_dir() else None
+    if name is not None:
+        folder = path / CHECKPOINTS / name
+        if not (folder / "model.safetensors").is_file():
+            raise field_error(
+                path / LATEST, "", f"names {name}, but {folder} holds no model.safetensors"
+            )
+        return folder
     if not path.exists():
         raise UserError(f"no such run or checkpoint: {path}")
-    raise UserError(f"{path} holds no complete checkpoint (no model.safetensors, no valid LATEST)")
+    raise missing_latest(path) or UserError(
+        f"{path} holds no complete checkpoint (no model.safetensors, no LATEST)"
+    )
+
+
+def missing_latest(run_dir: Path) -> UserError | None:
+    """The error for a run folder that holds checkpoints but no LATEST; None if it has none."""
+    saved = sorted(path.name for path in (Path(run_dir) / CHECKPOINTS).glob("step-*"))
+    if not saved:
+        return None
+    return UserError(
+        f"{run_dir} holds checkpoints but no {LATEST} pointer; restore it: write the name of "
+        f"the newest ({saved[-1]}) into {Path(run_dir) / LATEST}"
+    )
 
 
 def load_run(path: str | Path, device: str = "cpu") -> Run:

@@ -20,7 +20,8 @@ from pydantic import BaseModel, StringConstraints
 
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.errors import UserError
-from sparsecircuits.validation import field_error, validate
+from sparsecircuits.files import write_text_atomic
+from sparsecircuits.validation import parse_json
 
 PAIR_KEYS = ("prompt_a", "prompt_b", "answer_a", "answer_b")
 SKIP_REASONS = ("not_prefix", "same_answer", "too_long")
@@ -211,18 +212,8 @@ class PairLine(BaseModel):
 
 def parse_pair(line: str, source: str = "pair") -> TaskPair:
     """The pair on one JSONL line; a UserError naming `source` and the field when malformed."""
-    record = validate(PairLine, load_line(line, source), source)
-    return TaskPair(**record.model_dump())
-
-
-def load_line(line: str, source: str) -> object:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as error:
-        raise field_error(source, "", f"not valid JSON: {error}") from None
+    return TaskPair(**parse_json(line, PairLine, source).model_dump())
 
 
 def write_pairs_jsonl(pairs: list[TaskPair], path: str | Path) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        for pair in pairs:
-            handle.write(json.dumps(asdict(pair)) + "\n")
+    write_text_atomic(Path(path), "".join(json.dumps(asdict(pair)) + "\n" for pair in pairs))

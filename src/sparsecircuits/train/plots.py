@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -11,12 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from sparsecircuits.files import atomic_path  # noqa: E402
-
-
-def read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from sparsecircuits.loading.metrics_file import read_metrics  # noqa: E402
 
 
 def plot_loss_curve(metrics_path: Path, out_path: Path) -> Path:

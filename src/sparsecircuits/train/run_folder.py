@@ -15,7 +15,7 @@ from pathlib import Path
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import claim_run_folder
 from sparsecircuits.loading import TrainConfig
-from sparsecircuits.loading.checkpoint import CHECKPOINTS, latest_name
+from sparsecircuits.loading.checkpoint import latest_name, missing_latest
 from sparsecircuits.model import GPTConfig
 
 # Training fields that may differ on --resume without changing what is trained.
@@ -37,10 +37,10 @@ def claim_training_folder(
     latest = latest_name(run_dir) if run_dir.is_dir() else None
     if not resume and latest is not None:
         raise UserError(f"{run_dir} already holds a run: pass --resume, or choose another --out")
-    if not resume and any((run_dir / CHECKPOINTS).glob("step-*")):
-        raise UserError(
-            f"{run_dir} holds checkpoints but no LATEST pointer; restore it or choose another --out"
-        )
+    # Also on --resume: without LATEST the run would start again from step 0 and overwrite
+    # the checkpoints and metrics it has.
+    if latest is None and (error := missing_latest(run_dir)) is not None:
+        raise error
     # A run written before folders were marked is adopted on --resume: its saved config was
     # already checked against the flags.
     adopt = resume and latest is not None

@@ -8,7 +8,6 @@ are drawn from a generator seeded by (seed, step, rank), so `--resume` replays t
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 import time
@@ -28,7 +27,6 @@ from sparsecircuits.data import (
     validation_batches,
 )
 from sparsecircuits.errors import UserError
-from sparsecircuits.files import write_text_atomic
 from sparsecircuits.loading import TrainConfig
 from sparsecircuits.loading.checkpoint import (
     latest_name,
@@ -36,6 +34,7 @@ from sparsecircuits.loading.checkpoint import (
     load_run,
     save_checkpoint,
 )
+from sparsecircuits.loading.metrics_file import METRICS, keep_metrics_before, metrics_line
 from sparsecircuits.model import GPT, GPTConfig, next_token_loss
 from sparsecircuits.tasks import TaskBatch, encode_pairs, evaluate_task, task_pairs
 from sparsecircuits.train import distributed
@@ -44,8 +43,6 @@ from sparsecircuits.train.plots import plot_loss_curve
 from sparsecircuits.train.run_folder import claim_training_folder
 from sparsecircuits.train.schedules import kept_fraction, sharkfin_learning_rate
 from sparsecircuits.train.weight_sparsity import project_to_density
-
-METRICS = "metrics.jsonl"
 
 
 @dataclass
@@ -129,7 +126,13 @@ def _train(
     }
     if group.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        keep_metrics_before(run_dir / METRICS, start_step)
+        kept = keep_metrics_before(run_dir / METRICS, start_step)
+        if kept.dropped_line is not None:
+            print(
+                f"warning: {run_dir / METRICS}: dropped its unfinished last line "
+                f"(line {kept.dropped_line}, as a killed run leaves it)",
+                file=sys.stderr,
+            )
     eval_set = validation_batches(
         corpus.val, per_rank_batch, model_config.n_ctx, config.eval_tokens
     )
@@ -150,8 +153,11 @@ def _train(
         file=sys.stderr,
     )
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    val_loss, speed, started = math.nan, 0.0, time.perf_counter()
     state = dict(previous.state) if previous else {"step": 0}
+    # The last evaluation's loss: a resumed run has one from before it stopped.
+    val_loss = state.get("val_loss")
+    val_loss = math.nan if val_loss is None else val_loss
+    speed, started = 0.0, time.perf_counter()
     for step in range(start_step, config.steps):
         step_started = time.perf_counter()
         density = kept_fraction(step, config.steps, config.density, config.anneal_end)
@@ -220,13 +226,7 @@ def _train(
             append_jsonl(run_dir / METRICS, record)
             if done % config.checkpoint_every == 0 or done == config.steps:
                 save_checkpoint(run_dir, model, corpus.tokenizer, run_config, state, optimizer)
-        bar.set_postfix(
-            loss=f"{loss_value:.3f}",
-            val=f"{val_loss:.3f}",
-            tok_s=f"{speed:,.0f}",
-            density=f"{density:.4f}",
-            refresh=False,
-        )
+        bar.set_postfix(progress_postfix(loss_value, val_loss, speed, density), refresh=False)
         bar.update(1)
     bar.close()
     if group.is_main:
@@ -377,18 +377,17 @@ def evaluate(model: GPT, batches: list, device: torch.device) -> float:
     return total / count
 
 
+def progress_postfix(loss: float, val_loss: float, speed: float, density: float) -> dict:
+    """What the progress bar shows after the step count; the validation loss only once there
+    is one (NaN until the first evaluation, which would read as a diverged run)."""
+    shown = {"loss": f"{loss:.3f}"}
+    if math.isfinite(val_loss):
+        shown["val"] = f"{val_loss:.3f}"
+    return shown | {"tok_s": f"{speed:,.0f}", "density": f"{density:.4f}"}
+
+
 def append_jsonl(path: Path, record: dict) -> None:
+    # One write per line: a kill leaves at most the last line unfinished, which the reader
+    # drops (loading/metrics_file.py).
     with open(path, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
-
-
-def keep_metrics_before(path: Path, step: int) -> None:
-    """On resume, drop metrics logged after the checkpoint we restart from."""
-    if not path.exists():
-        return
-    kept = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and json.loads(line)["step"] <= step
-    ]
-    write_text_atomic(path, "".join(line + "\n" for line in kept))
+        handle.write(metrics_line(record))
