@@ -1,7 +1,7 @@
 """A real HTTP server on 127.0.0.1 that speaks the OpenAI protocol, for testing the `openai`
 backend without a network: chat completions, completions with prompt log-probabilities,
 model listing, and faults on demand (429, 500, a hang past the client's timeout, malformed (empty)
-answers, an unknown model).
+answers, an unknown model), and any answer changed into a bad one (`Corruption`).
 
 Its "model" reads the prompts our backend writes: as explainer it names the token with the
 highest activation; as simulator it predicts 10 on the tokens the explanation quotes.
@@ -14,6 +14,8 @@ import math
 import re
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MODEL = "fake-model"
@@ -28,6 +30,24 @@ def quoted(text: str) -> list[str]:
     return [json.loads(match) for match in QUOTED.findall(text)]
 
 
+@dataclass
+class Corruption:
+    """Answers on `route` changed by `change` (the good answer -> anything JSON can hold, or
+    bytes sent as they are): `times` of them, after `skip` good ones."""
+
+    route: str  # "/chat/completions" or "/completions"
+    change: Callable[[dict], object]
+    skip: int = 0
+    times: int = 1
+    content_type: str = "application/json"
+    seen: int = 0
+
+    def applies(self) -> bool:
+        """Whether this answer (the next one on the route) is changed."""
+        self.seen += 1
+        return self.skip < self.seen <= self.skip + self.times
+
+
 class FakeLLM(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -37,6 +57,7 @@ class FakeLLM(ThreadingHTTPServer):
         self.faults: list[str] = []  # consumed one per request: 429, 500, hang, malformed
         self.hang_seconds = 3.0
         self.requests: dict[str, int] = {}
+        self.corruptions: list[Corruption] = []
         self.lock = threading.Lock()
 
     @property
@@ -87,18 +108,27 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(404, error(f"The model `{body.get('model')}` does not exist"))
         if route == "/chat/completions":
             text = "" if fault == "malformed" else chat_answer(body["messages"])
-            return self.reply(200, chat_response(text, body))
+            return self.reply(200, *self.corrupted(route, chat_response(text, body)))
         if route == "/completions" and self.server.logprobs:
-            return self.reply(200, completion_response(body))
+            return self.reply(200, *self.corrupted(route, completion_response(body)))
         return self.reply(404, error("no such route"))
 
-    def reply(self, status: int, payload: dict, headers: dict | None = None) -> None:
-        data = json.dumps(payload).encode()
+    def corrupted(self, route: str, payload: dict) -> tuple[object, dict]:
+        """The answer to send, and its headers."""
+        with self.server.lock:
+            for corruption in self.server.corruptions:
+                if corruption.route == route and corruption.applies():
+                    headers = {"Content-Type": corruption.content_type}
+                    return corruption.change(payload), headers
+        return payload, {}
+
+    def reply(self, status: int, payload: object, headers: dict | None = None) -> None:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json", **(headers or {})}
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
+            for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)

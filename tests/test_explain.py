@@ -57,7 +57,11 @@ def test_unit_names_round_trip_and_bad_ones_are_one_line(run):
     assert Unit.parse("1.mlp.17") == Unit(1, "mlp", 17)
     assert Unit.parse("0.mlp_neuron.3") == Unit(0, "mlp", 3)  # a circuit node id
     assert Unit(0, "q", 5).hook == "blocks.0.attn.hook_q"
-    assert parse_indices("0-3,9") == [0, 1, 2, 3, 9]
+    assert parse_indices("0-3,9", 10) == [0, 1, 2, 3, 9]
+    assert parse_indices("007", 10) == [7]
+    for huge in ("0-" + "9" * 40, "10", "3-10", "1" + "0" * 5000):
+        with pytest.raises(UserError, match="channels 0..9"):
+            parse_indices(huge, 10)
     for bad, fragment in [("1.mlp", "LAYER.KIND.INDEX"), ("1.gate.2", "unknown unit kind")]:
         with pytest.raises(UserError, match=fragment):
             Unit.parse(bad)
@@ -279,6 +283,10 @@ def test_explain_command_stores_scored_rows_and_continues_after_an_interruption(
     [
         (["--layer", "9"], "out of range"),
         (["--layer", "1", "--units", "500"], "channels 0..127"),
+        (["--layer", "1", "--units", "0-1000000000000"], "channels 0..127"),
+        (["--layer", "1", "--units", "0-" + "9" * 30], "channels 0..127"),
+        (["--layer", "1", "--units", "5-1000000000000000000000000,7"], "channels 0..127"),
+        (["--layer", "1", "--kind", "resid", "--units", "0-99999999999"], "channels 0..31"),
         (["--layer", "1", "--kind", "gate"], "unknown unit kind"),
         ([], "give either --layer L or --circuit FILE"),
     ],
@@ -288,6 +296,21 @@ def test_explain_refuses_bad_units_in_one_line(tiny_run, tmp_path, extra, fragme
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("where", "fragment"),
+    [("file/sub.sqlite", "is a file, not a folder"), ("folder", "is a folder; give a file path")],
+)
+def test_explain_refuses_a_database_path_that_cannot_be_a_file(tiny_run, tmp_path, where, fragment):
+    (tmp_path / "file").write_text("kept\n")
+    (tmp_path / "folder").mkdir()
+    db = tmp_path / where
+    result = run_in_process("explain", str(tiny_run), "--layer", "0", "--db", str(db))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and fragment in lines[0], result.stderr
+    assert (tmp_path / "file").read_text() == "kept\n"
+    assert list((tmp_path / "folder").iterdir()) == []
 
 
 def test_explain_refuses_a_foreign_database_and_leaves_it_alone(tiny_run, tmp_path):

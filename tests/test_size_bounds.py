@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from cli_runner import run_in_process
-from sparsecircuits import memory
 from sparsecircuits.cli import cli
 from sparsecircuits.cli_types import LARGEST_COUNT, LARGEST_SEED, MAX_PAIRS
 from sparsecircuits.errors import UserError
-from sparsecircuits.memory import GIB, parameter_count, require_memory, training_bytes
+from sparsecircuits.loading import memory
+from sparsecircuits.loading.memory import GIB, parameter_count, require_memory, training_bytes
 from sparsecircuits.model import GPT, GPTConfig
 from sparsecircuits.train.config import preset_configs
 from sparsecircuits.train.flags import build_train_configs

@@ -38,28 +38,34 @@ DEVICE_OPTION = {
 
 
 class OutputPath(click.Path):
-    """A path the command will create: never empty."""
+    """A path the command will create: never empty. Subclasses name in `problem` what else
+    makes a path unusable, checked as the flag is read."""
 
     def __init__(self) -> None:
         super().__init__(path_type=Path)
 
+    @staticmethod
+    def problem(path: Path) -> str | None:
+        return None
+
     def convert(self, value, param, ctx):  # noqa: ANN001
         if isinstance(value, str) and not value.strip():
             self.fail("the path is empty", param, ctx)
-        return super().convert(value, param, ctx)
-
-
-class OutputFolder(OutputPath):
-    """A folder the command writes its files into, checked before any work: a file there, a
-    parent that is a file or a place that cannot be written ends in one usage line before a
-    model is loaded, and nothing is created until the files are written."""
-
-    def convert(self, value, param, ctx):  # noqa: ANN001
         path = super().convert(value, param, ctx)
-        problem = unusable_folder(path)
+        problem = self.problem(path)
         if problem is not None:
             self.fail(problem, param, ctx)
         return path
+
+
+def unusable_file(path: Path) -> str | None:
+    """Why `path` cannot be (or replace) a file this process writes; None if it can."""
+    if os.path.isdir(path):
+        return f"{path} is a folder; give a file path"
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"{path} is a link to nothing"  # replacing it would not write where it points
+    problem = unusable_folder(Path(path).parent)
+    return None if problem is None else f"cannot write {path}: {problem}"
 
 
 def unusable_folder(path: Path) -> str | None:
@@ -78,9 +84,26 @@ def unusable_folder(path: Path) -> str | None:
     return None
 
 
+class OutputFolder(OutputPath):
+    """A folder the command writes its files into, checked before any work: a file there, a
+    parent that is a file or a place that cannot be written ends in one usage line before a
+    model is loaded, and nothing is created until the files are written."""
+
+    problem = staticmethod(unusable_folder)
+
+
+class OutputFile(OutputPath):
+    """A file the command will write (replacing one already there, atomically), checked before
+    any work by the rules of `files.check_output_file` but creating nothing: a folder there, a
+    link to nothing, a parent that is a file or a place that cannot be written is one usage line
+    before a model is loaded or a circuit pruned."""
+
+    problem = staticmethod(unusable_file)
+
+
 # A count becomes a tensor size or index somewhere, and torch holds those in 64 bits: a larger
 # one is refused here rather than overflowing there. Sizes that fit 64 bits but not in memory
-# are refused by `sparsecircuits.memory` where a command knows what it will allocate.
+# are refused by `sparsecircuits.loading.memory` where a command knows what it will allocate.
 LARGEST_COUNT = 2**63 - 1
 # numpy's legacy seeding takes 32 bits, torch 64; the trainer also derives per-step seeds as
 # seed * 1_000_003 + step * 7919 + rank, which must stay inside torch's 64 bits.

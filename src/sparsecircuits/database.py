@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sparsecircuits.errors import UserError, first_line
+from sparsecircuits.files import check_output_file
 from sparsecircuits.validation import field_error, shown
 
 META_TABLE = "sparsecircuits_meta"
@@ -48,8 +49,7 @@ def open_database(
     (write it with CREATE ... IF NOT EXISTS); one written before databases carried their kind
     is adopted when its tables are among `adopt_tables`. Anything else is a UserError.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_output_file(Path(path))  # a folder there, or a parent that is a file: one line
     connection = None
     try:
         # Shared by threads (an LLM backend's workers) behind the owner's lock.

@@ -16,7 +16,7 @@ from sparsecircuits.cli_types import (
     POSITIVE_INT,
     SEED,
     TARGET_LOSS,
-    OutputPath,
+    OutputFile,
 )
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import json_text
@@ -51,7 +51,7 @@ def log_to_stderr(message: str) -> None:
     type=click.Path(path_type=Path),
     help="Your own pairs, JSONL: prompt_a, prompt_b, answer_a, answer_b.",
 )
-@click.option("--out", type=OutputPath(), help="Write the circuit file here.")
+@click.option("--out", type=OutputFile(), help="Write the circuit file here.")
 @click.option(
     "--target-loss",
     default=0.15,
@@ -233,7 +233,7 @@ def circuit_eval(
 
 @circuit.command("draw")
 @click.argument("circuit_file", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=OutputPath(), help=".html or .svg")
+@click.option("--out", required=True, type=OutputFile(), help=".html or .svg")
 @click.option(
     "--run",
     type=click.Path(path_type=Path),
@@ -263,10 +263,19 @@ def circuit_draw(circuit_file: Path, out: Path, run: Path | None) -> None:
     click.echo(f"wrote {out}")
 
 
+def check_plot_format(out: Path) -> None:
+    """A file type matplotlib cannot write would otherwise fail after all the pruning."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kind = out.suffix.lstrip(".").lower() or "png"  # as `save_figure` reads it
+    if kind not in FigureCanvasBase.get_supported_filetypes():
+        raise UserError(f"--out {out.name}: matplotlib cannot write .{kind} files; use .png")
+
+
 @click.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--tasks", "task_names", required=True, help="Comma-separated task names.")
-@click.option("--out", required=True, type=OutputPath(), help="PNG plot.")
+@click.option("--out", required=True, type=OutputFile(), help="PNG plot.")
 @click.option("--target-loss", default=0.15, show_default=True, type=TARGET_LOSS)
 @SWEEP_OPTION
 @STEPS_OPTION
@@ -291,6 +300,7 @@ def frontier(
     names = [t.strip() for t in task_names.split(",") if t.strip()]
     if not names:
         raise UserError(f"--tasks {task_names!r} names no task")
+    check_plot_format(out)
     points = measure_frontier(
         list(runs),
         names,

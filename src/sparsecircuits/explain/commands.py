@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sparsecircuits.cli_types import DEVICE_OPTION, POSITIVE_FLOAT, POSITIVE_INT, SEED, OutputPath
+from sparsecircuits.cli_types import DEVICE_OPTION, POSITIVE_FLOAT, POSITIVE_INT, SEED, OutputFile
 from sparsecircuits.errors import UserError
 from sparsecircuits.explain.store import SCORE_COLUMNS
 from sparsecircuits.files import json_text
@@ -106,7 +106,7 @@ def log_to_stderr(line: str) -> None:
     show_default=True,
     help=BACKEND_HELP,
 )
-@click.option("--db", type=OutputPath(), default=DEFAULT_DB, show_default=True)
+@click.option("--db", type=OutputFile(), default=DEFAULT_DB, show_default=True)
 @click.option(
     "--tokens",
     type=POSITIVE_INT,
@@ -152,7 +152,7 @@ def explain(
     from sparsecircuits.explain.pipeline import ScoreSettings, explain_units
     from sparsecircuits.explain.records import RecordSettings
     from sparsecircuits.explain.store import ExplanationStore
-    from sparsecircuits.explain.units import layer_units, parse_indices
+    from sparsecircuits.explain.units import kind_width, layer_units, parse_indices
     from sparsecircuits.loading import load_run
 
     if (layer is None) == (circuit_file is None):
@@ -167,8 +167,11 @@ def explain(
 
         units = circuit_units(loaded, circuit_file)
     else:
-        indices = parse_indices(unit_list) if unit_list else None
-        units = layer_units(loaded.model_config, layer, kind, indices)
+        config = loaded.model_config
+        units = layer_units(config, layer, kind, None)  # checks the layer and the kind first
+        if unit_list:
+            indices = parse_indices(unit_list, kind_width(config, kind))
+            units = layer_units(config, layer, kind, indices)
     store = ExplanationStore(db)
     explainer, simulator, client = make_backend(backend, store, llm, loaded)
     record_settings = RecordSettings(n_tokens=tokens, seed=seed)

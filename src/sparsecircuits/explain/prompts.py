@@ -24,9 +24,11 @@ import random
 import re
 from dataclasses import dataclass
 
+from sparsecircuits.errors import UserError
 from sparsecircuits.explain.offline import Evidence
 from sparsecircuits.explain.records import Excerpt
 from sparsecircuits.explain.scoring import to_scale
+from sparsecircuits.validation import parse_json
 
 EXPLAIN_SYSTEM = (
     "We study units inside a neural network language model. Each unit responds to something "
@@ -168,8 +170,8 @@ def read_json_simulation(text: str, tokens: list[str]) -> list[float] | None:
     if match is None:
         return None
     try:
-        pairs = json.loads(match.group(0))
-    except json.JSONDecodeError:
+        pairs = parse_json(match.group(0), object, "simulation answer")
+    except UserError:
         return None
     if not isinstance(pairs, list) or len(pairs) != len(tokens):
         return None

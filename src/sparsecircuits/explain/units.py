@@ -94,13 +94,20 @@ def check_units(config: GPTConfig, units: list[Unit]) -> list[Unit]:
     return list(dict.fromkeys(units))
 
 
-def parse_indices(text: str) -> list[int]:
-    """ "0,1,2" or "0-15" or a mix ("0-3,9")."""
+def parse_indices(text: str, width: int) -> list[int]:
+    """ "0,1,2" or "0-15" or a mix ("0-3,9") of channels 0..width-1. Each number is checked
+    against the width before a range is expanded, so "0-10**12" is one line, not a list that
+    fills the memory."""
     indices = []
     for part in (piece.strip() for piece in text.split(",")):
         low, dash, high = part.partition("-")
         if not low.isdigit() or (dash and not high.isdigit()):
             raise UserError(f"bad unit list {text!r}: use numbers and ranges, e.g. 0,3,8-15")
+        for number in (low, high) if dash else (low,):
+            digits = number.lstrip("0") or "0"  # int() of a million digits is slow itself
+            if len(digits) > len(str(width)) or int(digits) >= width:
+                shown = number if len(number) <= 20 else number[:17] + "..."
+                raise UserError(f"unit {shown} of --units: the layer has channels 0..{width - 1}")
         indices.extend(range(int(low), int(high) + 1) if dash else [int(low)])
     return indices
 

@@ -29,7 +29,7 @@ from sparsecircuits.files import json_text
 from sparsecircuits.interp.figures import TEMPLATES, Grid, grid_files
 from sparsecircuits.interp.outputs import write_outputs
 from sparsecircuits.loading import Run
-from sparsecircuits.memory import forward_bytes, require_memory
+from sparsecircuits.loading.memory import forward_bytes, require_memory
 from sparsecircuits.model import GPT
 from sparsecircuits.model.hooks import HookPoint
 from sparsecircuits.render import render

@@ -29,8 +29,8 @@ from sparsecircuits.files import atomic_path, write_json_atomic
 from sparsecircuits.interp.task_pairs import PromptPairs
 from sparsecircuits.loading import Run
 from sparsecircuits.loading.activations import iter_activations
+from sparsecircuits.loading.memory import FLOAT_BYTES, forward_bytes, require_memory
 from sparsecircuits.loading.weights_file import load_weights, save_weights
-from sparsecircuits.memory import FLOAT_BYTES, forward_bytes, require_memory
 from sparsecircuits.model import GPT, GPTConfig
 from sparsecircuits.validation import load_json
 

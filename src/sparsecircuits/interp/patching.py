@@ -22,7 +22,7 @@ import torch
 
 from sparsecircuits.errors import UserError
 from sparsecircuits.interp.task_pairs import PromptPairs
-from sparsecircuits.memory import FLOAT_BYTES, forward_bytes, require_memory
+from sparsecircuits.loading.memory import FLOAT_BYTES, forward_bytes, require_memory
 from sparsecircuits.model import GPT, GPTConfig
 from sparsecircuits.model.hooks import HookFn
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from sparsecircuits.errors import UserError
 from sparsecircuits.interp.figures import Grid
 from sparsecircuits.loading import Run
-from sparsecircuits.memory import FLOAT_BYTES, forward_bytes, require_memory
+from sparsecircuits.loading.memory import FLOAT_BYTES, forward_bytes, require_memory
 from sparsecircuits.model import GPT
 from sparsecircuits.model.hooks import HookFn, HookPoint
 from sparsecircuits.tasks import encode_pairs, task_pairs

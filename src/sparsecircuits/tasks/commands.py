@@ -6,11 +6,12 @@ from pathlib import Path
 
 import click
 
-from sparsecircuits.cli_types import DEVICE_OPTION
+from sparsecircuits.cli_types import DEVICE_OPTION, PAIR_COUNT, POSITIVE_INT, SEED
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import json_text
 from sparsecircuits.loading import load_run, resolve_checkpoint
+from sparsecircuits.loading.memory import forward_bytes, require_memory
 from sparsecircuits.tasks.metrics import evaluate_pairs
 from sparsecircuits.tasks.pairs import (
     answer_token,
@@ -46,9 +47,9 @@ def list_tasks(as_json: bool) -> None:
 
 @tasks.command()
 @click.argument("name")
-@click.option("--n", default=3, show_default=True, type=click.IntRange(min=1), help="Pairs.")
+@click.option("--n", default=3, show_default=True, type=PAIR_COUNT, help="Pairs.")
 @click.option("--split", default="test", show_default=True, type=click.Choice(SPLITS))
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--run", type=click.Path(path_type=Path), help="Use this run's tokenizer.")
 @click.option(
     "--tokenizer", "tokenizer_file", type=click.Path(path_type=Path), help="Tokenizer JSON file."
@@ -101,16 +102,16 @@ def describe_token(tokenizer: CodeTokenizer, token: int | None) -> str:
     type=click.Path(path_type=Path),
     help="A JSONL file of custom pairs, all evaluated (repeatable).",
 )
-@click.option("--n", default=256, show_default=True, type=click.IntRange(min=1), help="Pairs/task.")
+@click.option("--n", default=256, show_default=True, type=PAIR_COUNT, help="Pairs/task.")
 @click.option(
     "--seed",
     default=0,
     show_default=True,
-    type=click.IntRange(min=0),
+    type=SEED,
     help="Seed of the test split.",
 )
 @click.option(
-    "--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Pairs/forward."
+    "--batch-size", default=64, show_default=True, type=POSITIVE_INT, help="Pairs/forward."
 )
 @click.option("--device", **DEVICE_OPTION)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -132,6 +133,15 @@ def eval_tasks(
         get_task(name)
     custom = [(file.stem, read_pairs_jsonl(file)) for file in pair_files]
     loaded = load_run(run, device)
+    # A batch is never more pairs than a task has, so only that many can need memory at once.
+    largest = max([n] * bool(task_names) + [len(pairs) for _, pairs in custom])
+    rows_at_once = 2 * min(batch_size, largest)  # A and B prompts
+    config = loaded.model.config
+    require_memory(
+        forward_bytes(config, rows_at_once, config.n_ctx, logit_positions=1),
+        f"--batch-size {batch_size}",
+        device,
+    )
     rows = []
     for name in task_names:
         pairs = task_pairs(name, "test", n, seed)

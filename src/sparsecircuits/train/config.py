@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 from sparsecircuits.errors import UserError
 from sparsecircuits.loading import TrainConfig
-from sparsecircuits.memory import parameter_count, require_memory, training_bytes
+from sparsecircuits.loading.memory import parameter_count, require_memory, training_bytes
 from sparsecircuits.model import GPTConfig
 from sparsecircuits.tasks import get_task
 

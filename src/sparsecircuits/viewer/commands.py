@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from sparsecircuits.cli_types import DEVICE_OPTION, POSITIVE_INT
+from sparsecircuits.viewer.export_folder import ExportFolder
 
 
 @click.command()
@@ -19,7 +20,11 @@ from sparsecircuits.cli_types import DEVICE_OPTION, POSITIVE_INT
     help="Circuit files, or folders of them (repeatable).",
 )
 @click.option("--db", type=click.Path(path_type=Path), help="An explanations database.")
-@click.option("--export", type=click.Path(path_type=Path), help="Write static pages here instead.")
+@click.option(
+    "--export",
+    type=ExportFolder(),
+    help="Write static pages as this folder instead (new, empty or an earlier export).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
 @click.option(

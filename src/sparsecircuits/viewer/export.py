@@ -1,16 +1,27 @@
 """The static export: every page of the live viewer but the prompt page, as files in one
 folder that open from disk with no network (the script and style sheet are copied beside
-them)."""
+them).
+
+The pages are written into a staging folder beside the destination and renamed into place once
+all of them are there (`files.atomic_folder`); an earlier export is swapped out only then. So a
+failure part way leaves the earlier export as it was, and no half folder, temporary or parent
+folder made for it.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
 
+from sparsecircuits.cli_types import unusable_folder
 from sparsecircuits.errors import UserError
 from sparsecircuits.explain.units import Unit
+from sparsecircuits.files import atomic_folder, remove_stale_temporaries, temporary_path
+from sparsecircuits.interp.outputs import missing_folders, remove_empty
 from sparsecircuits.viewer import pages
+from sparsecircuits.viewer.export_folder import MARKER, unusable_export
 from sparsecircuits.viewer.links import Links
 from sparsecircuits.viewer.site import Site, excerpts_of
 
@@ -18,17 +29,52 @@ LINKS = Links(static=True)
 STATIC = Path(__file__).parent / "static"
 
 
-MARKER = ".sparsecircuits-viewer"
-
-
 def export_site(site: Site, out: Path, n_tokens: int = 30_000) -> dict[str, float]:
-    """Write every page under `out` (new, empty, or an earlier export, which is updated);
-    returns seconds spent per kind of page."""
-    if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise UserError(f"{out} holds other files; choose a new folder for the viewer's pages")
-    out.mkdir(parents=True, exist_ok=True)
+    """Write every page as the folder `out` (new, empty, or an earlier export, which is
+    replaced); returns seconds spent per kind of page."""
+    out = Path(out)
+    # Checked again (the flag was checked before the models loaded): it may have changed since.
+    problem = unusable_folder(out) or unusable_export(out)
+    if problem is not None:
+        raise UserError(problem)
+    earlier = (out / MARKER).is_file()
+    made = missing_folders(out.parent)
+    remove_stale_temporaries(out.parent, out.name)  # an earlier killed export's leftovers
+    remove_stale_temporaries(out.parent, f".{out.name}")  # and its staging of a swap
+    # An earlier export is not empty, so atomic_folder cannot rename onto it: the new pages go
+    # to a temporary name first and are swapped in below.
+    staged = temporary_path(out) if earlier else out
+    try:
+        with atomic_folder(staged) as staging:
+            timings = write_pages(site, staging, n_tokens)
+        if earlier:
+            swap_in(staged, out)
+    except BaseException:
+        remove_empty(made)
+        raise
+    return timings
+
+
+def swap_in(new: Path, out: Path) -> None:
+    """Put the folder `new` where the earlier export `out` is, then delete the earlier one."""
+    retired = temporary_path(out)
+    try:
+        os.rename(out, retired)
+        try:
+            os.rename(new, out)
+        except OSError:
+            os.rename(retired, out)  # the earlier export back where it was
+            raise
+    except OSError as error:
+        shutil.rmtree(new, ignore_errors=True)
+        raise UserError(f"cannot write {out}: {error.strerror or error}") from None
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def write_pages(site: Site, out: Path, n_tokens: int) -> dict[str, float]:
+    """Every page, the static assets and the marker, written into the folder `out`."""
     (out / MARKER).write_text("pages written by sparsecircuits view --export\n")
-    (out / "static").mkdir(exist_ok=True)
+    (out / "static").mkdir()
     for asset in STATIC.iterdir():
         shutil.copyfile(asset, out / "static" / asset.name)
     timings: dict[str, float] = {}

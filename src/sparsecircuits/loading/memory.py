@@ -8,7 +8,8 @@ they do not predict the peak to the byte. What they are compared with is the mem
 MemAvailable (and a cgroup's limit, in a container) for the CPU, `torch.cuda.mem_get_info` for a
 GPU; where neither can be read the check is skipped rather than guessed.
 
-Leaf module: the standard library and `errors`; torch only when the device is a GPU.
+The standard library and `errors` only (torch when the device is a GPU), so any stage may
+ask before it loads anything heavy.
 """
 
 from __future__ import annotations
