@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import click
@@ -70,7 +71,9 @@ def unusable_file(path: Path) -> str | None:
 
 def unusable_folder(path: Path) -> str | None:
     """Why `path` cannot be (or become) a folder this process writes into; None if it can.
-    Creates nothing: the nearest existing ancestor is what a later mkdir would write into."""
+    The nearest existing ancestor is what a later mkdir would write into; it is tried with a
+    hidden file removed at once, since permission bits do not tell (root passes every access
+    check, and /proc or /sys refuse new files whatever the bits say)."""
     if os.path.lexists(path) and not os.path.isdir(path):
         what = "a file" if os.path.exists(path) else "a link to nothing"
         return f"{path} is {what}, not a folder"
@@ -81,6 +84,12 @@ def unusable_folder(path: Path) -> str | None:
         return f"cannot make {path}: {ancestor} is not a folder"
     if not os.access(ancestor, os.W_OK | os.X_OK):
         return f"cannot write into {ancestor}: permission denied"
+    try:
+        handle, trial = tempfile.mkstemp(prefix=".sparsecircuits-write-test-", dir=ancestor)
+    except OSError as error:
+        return f"cannot write into {ancestor}: {error.strerror or error}"
+    os.close(handle)
+    os.unlink(trial)
     return None
 
 
@@ -94,7 +103,7 @@ class OutputFolder(OutputPath):
 
 class OutputFile(OutputPath):
     """A file the command will write (replacing one already there, atomically), checked before
-    any work by the rules of `files.check_output_file` but creating nothing: a folder there, a
+    any work by the rules of `files.check_output_file` leaving nothing behind: a folder there, a
     link to nothing, a parent that is a file or a place that cannot be written is one usage line
     before a model is loaded or a circuit pruned."""
 
