@@ -1,16 +1,31 @@
-"""Circuit size: a weight-sparse model against dense ones, side by side in one run.
+"""Circuit size: weight-sparse models against dense ones, as medians over pruning seeds and
+ratios with bootstrap intervals, side by side in one run.
 
-For every task a sparse and a dense model both do (full-model task loss at or below the
-target), prune each to the target loss with the same settings and compare circuit edges. Give
-several dense models to compare at matched pretraining loss and at a matched training budget
-at once. Prints one row per task, the geometric mean of edges of each model, the ratios (the
-paper saw ~16x at matched loss) and the wall time of each prune. With --controls, the sparse
-model's circuits also get the controls of `prune --controls` (random weights, nonsense answers,
-the other ablation). Prunes are stored in the prune store (SQLite) and reused by a later run
-or by `sparsecircuits frontier` with the same settings; --fresh prunes again.
+Give the models by role, `--model ROLE=PATH`. The roles make a 2x2 of weight sparsity and
+activation sparsity (AbsTopK 1/4 with an attention sink), each dense model loss-matched to its
+sparse counterpart, plus a dense model trained with the sparse one's budget:
 
-    .venv/bin/python benchmarks/circuit_size.py models/reference-sparse \
-        models/reference-dense-matched models/reference-dense
+    sparse-topk   weight-sparse, AbsTopK + sink      dense-topk    dense, AbsTopK + sink
+    sparse        weight-sparse, neither             dense         dense, neither
+    dense-budget  dense, neither, sparse-topk's training budget
+
+Every model is pruned with the same settings (by default the equal-effort grid of
+`prune --sweep 0`) on every task it does (full-model loss on the validation pairs at or below
+the target) and one of its ratio partners does too, once per pruning seed (mask init and pair
+draws). Printed: per task and model the median edges and their range over seeds, the effort
+(mask steps, prompts run, seconds), and each ratio present, with its 90% bootstrap interval
+over tasks and seeds (circuits.spread):
+
+    weight sparsity, AbsTopK on both sides     dense-topk / sparse-topk  (the paper's claim)
+    weight sparsity, AbsTopK on neither side   dense / sparse
+    AbsTopK at weight density 1/16             sparse / sparse-topk
+    weight sparsity at a matched budget        dense-budget / sparse-topk
+
+Prunes are stored in the prune store (SQLite) and reused by a later run with the same
+settings; --fresh prunes again.
+
+    .venv/bin/python benchmarks/circuit_size.py --model sparse-topk=models/reference-sparse-topk \\
+        --model dense-topk=models/reference-dense-topk-matched --seeds 3 --json sizes.json
 """
 
 from __future__ import annotations
@@ -22,109 +37,185 @@ from pathlib import Path
 
 from sparsecircuits.circuits import PruneConfig
 from sparsecircuits.circuits.controls import pruned_controls
-from sparsecircuits.circuits.frontier import geometric_mean
+from sparsecircuits.circuits.spread import bootstrap_size_ratio, median_range
 from sparsecircuits.circuits.store import PruneStore, stored_prune_metrics
-from sparsecircuits.circuits.sweep import DEFAULT_SETTINGS
 from sparsecircuits.circuits.task_data import task_splits
 from sparsecircuits.errors import UserError
-from sparsecircuits.loading import load_run
-from sparsecircuits.tasks import TASKS, evaluate_task
+from sparsecircuits.loading import Run, load_run
+from sparsecircuits.tasks import TASKS, encode_pairs, evaluate_task, task_pairs
+
+ROLES = ("sparse-topk", "dense-topk", "sparse", "dense", "dense-budget")
+RATIOS = {
+    "weight sparsity, AbsTopK on both sides": ("dense-topk", "sparse-topk"),
+    "weight sparsity, AbsTopK on neither side": ("dense", "sparse"),
+    "AbsTopK at weight density 1/16": ("sparse", "sparse-topk"),
+    "weight sparsity at a matched budget": ("dense-budget", "sparse-topk"),
+}
+VALIDATION_PAIRS = 256
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sparse", type=Path)
-    parser.add_argument("dense", type=Path, nargs="+", help="one or more dense models")
-    parser.add_argument("--tasks", help="comma-separated task names (default: all 20)")
-    parser.add_argument("--target-loss", type=float, default=0.15)
-    parser.add_argument(
-        "--sweep", type=int, default=DEFAULT_SETTINGS, help="settings per prune, as prune --sweep"
-    )
-    parser.add_argument("--steps", type=int, default=PruneConfig.steps)
-    parser.add_argument("--fresh", action="store_true", help="prune again, ignore stored results")
-    parser.add_argument("--controls", action="store_true", help="controls for the sparse model")
-    parser.add_argument("--json", type=Path, help="also write the rows here")
-    args = parser.parse_args()
-
-    paths = {"sparse": args.sparse} | {path.name: path for path in args.dense}
-    runs = {name: load_run(path) for name, path in paths.items()}
-    store = PruneStore()
+    args = parse_args()
+    paths = dict(args.model)
+    runs = {role: load_run(path) for role, path in paths.items()}
+    ratios = {name: pair for name, pair in RATIOS.items() if set(pair) <= set(runs)}
+    if not ratios:
+        raise SystemExit(f"error: no ratio can be formed from the roles {sorted(runs)}")
     tasks = args.tasks.split(",") if args.tasks else list(TASKS)
-    config = PruneConfig(target_loss=args.target_loss, steps=args.steps)
+    store = PruneStore()
     rows = []
     for task in tasks:
-        splits = {name: task_splits(run, task, None) for name, run in runs.items()}
-        full = {
-            name: evaluate_task(runs[name].model, split.select)["loss"]
-            for name, split in splits.items()
-        }
-        row = {"task": task, **{f"{name}_full_loss": loss for name, loss in full.items()}}
-        if full["sparse"] > args.target_loss or min(full.values()) > args.target_loss:
-            print(f"{task}: skipped, not done by two models (full losses {fmt(full)})", flush=True)
-            rows.append(row)
-            continue
-        for name, run in runs.items():
-            if full[name] > args.target_loss:
-                continue
-            try:
-                metrics = stored_prune_metrics(
-                    run,
-                    paths[name],
-                    splits[name],
-                    config,
-                    args.sweep,
-                    store,
-                    args.fresh,
-                    print,
-                )
-            except UserError as error:
-                print(f"{task} ({name}): {error}", flush=True)
-                continue
-            row |= {f"{name}_{key}": metrics[key] for key in ("edges", "nodes", "seconds")}
-            row[f"{name}_circuit_loss"] = metrics["circuit_loss"]
-        if args.controls and "sparse_edges" in row:
-            row["controls"] = pruned_controls(runs["sparse"], splits["sparse"], config, args.sweep)
+        full = {role: validation_loss(run, task) for role, run in runs.items()}
+        done = {role for role, loss in full.items() if loss <= args.target_loss}
+        wanted = {role for pair in ratios.values() if set(pair) <= done for role in pair}
+        row = {"task": task, "full_validation_loss": full, "models": {}}
+        for role in sorted(wanted, key=ROLES.index):
+            row["models"][role] = prune_seeds(runs[role], paths[role], task, args, store)
+        if args.controls and "sparse-topk" in row["models"]:
+            splits = task_splits(runs["sparse-topk"], task, None)
+            row["controls"] = pruned_controls(runs["sparse-topk"], splits, config_for(args, 0))
         rows.append(row)
-        print(describe(row, list(runs)), flush=True)
-    for dense in list(runs)[1:]:
-        summarise(rows, dense)
+        print(describe(row), flush=True)
+    summary = summarise(rows, ratios)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        args.json.write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
 
 
-def fmt(values: dict[str, float]) -> str:
-    return ", ".join(f"{name} {value:.3f}" for name, value in values.items())
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model", type=role_path, action="append", required=True, help="ROLE=PATH, repeated"
+    )
+    parser.add_argument("--tasks", help="comma-separated task names (default: all)")
+    parser.add_argument("--target-loss", type=float, default=0.15)
+    parser.add_argument("--seeds", type=int, default=3, help="pruning seeds per model and task")
+    parser.add_argument("--sweep", type=int, default=0, help="as prune --sweep (0: the grid)")
+    parser.add_argument("--steps", type=int, default=PruneConfig.steps)
+    parser.add_argument("--fresh", action="store_true", help="prune again, ignore stored results")
+    parser.add_argument("--controls", action="store_true", help="controls for sparse-topk")
+    parser.add_argument("--json", type=Path, help="also write the rows and ratios here")
+    args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    return args
 
 
-def describe(row: dict, names: list[str]) -> str:
-    parts = [row["task"]]
-    for name in names:
-        if f"{name}_edges" in row:
-            parts.append(
-                f"{name}: {row[f'{name}_edges']:,} edges / {row[f'{name}_nodes']} nodes "
-                f"(loss {row[f'{name}_circuit_loss']:.3f}, {row[f'{name}_seconds']:.0f} s)"
+def role_path(text: str) -> tuple[str, Path]:
+    role, _, path = text.partition("=")
+    if role not in ROLES or not path:
+        raise argparse.ArgumentTypeError(f"expected ROLE=PATH with ROLE one of {', '.join(ROLES)}")
+    return role, Path(path)
+
+
+def config_for(args: argparse.Namespace, seed: int) -> PruneConfig:
+    return PruneConfig(target_loss=args.target_loss, steps=args.steps, sweep=args.sweep, seed=seed)
+
+
+def validation_loss(run: Run, task: str) -> float:
+    """The full model's task loss on the validation pairs: which tasks a model does is
+    decided on pairs that neither pruning nor the reported numbers use."""
+    pairs = task_pairs(task, "validation", VALIDATION_PAIRS)
+    batch = encode_pairs(pairs, run.tokenizer, run.model_config.n_ctx).batch
+    return evaluate_task(run.model, batch)["loss"]
+
+
+def prune_seeds(
+    run: Run, path: Path, task: str, args: argparse.Namespace, store: PruneStore
+) -> dict:
+    """One prune per seed: its edges, nodes, test loss, verdict and effort, and the spread."""
+    prunes = []
+    for seed in range(args.seeds):
+        splits = task_splits(run, task, None, seed)
+        try:
+            metrics = stored_prune_metrics(
+                run, path, splits, config_for(args, seed), store, args.fresh, print
             )
-        else:
-            parts.append(f"{name}: target not reached")
+        except UserError as error:
+            prunes.append({"seed": seed, "error": str(error)})
+            continue
+        kept = ("edges", "nodes", "circuit_loss", "accepted", "effort")
+        prunes.append({"seed": seed} | {key: metrics.get(key) for key in kept})
+    edges = [prune["edges"] for prune in prunes if "error" not in prune]
+    return {"prunes": prunes, "edges": median_range(edges) if edges else None}
+
+
+def describe(row: dict) -> str:
+    parts = [row["task"]]
+    for role, result in row["models"].items():
+        spread, failed = result["edges"], sum("error" in p for p in result["prunes"])
+        missed = f", {failed} seeds missed" if failed else ""
+        if spread is None:
+            parts.append(f"{role}: target not reached")
+            continue
+        parts.append(
+            f"{role}: {spread['median']:,.0f} edges [{spread['min']:,}-{spread['max']:,}]{missed}"
+        )
     for name, control in row.get("controls", {}).items():
-        outcome = f"{control['edges']} edges, met" if control["met"] else "not met"
+        verdict = "accepted" if control.get("accepted") else "rejected"
+        outcome = f"{control['edges']} edges, {verdict}" if control["met"] else "not met"
         parts.append(f"control {name}: {outcome}")
+    if not row["models"]:
+        losses = ", ".join(f"{r} {v:.3f}" for r, v in row["full_validation_loss"].items())
+        parts.append(f"skipped: not done by both models of any ratio ({losses})")
     return " | ".join(parts)
 
 
-def summarise(rows: list[dict], dense: str) -> None:
-    both = [row for row in rows if "sparse_edges" in row and f"{dense}_edges" in row]
-    seconds = [
-        row[f"{n}_seconds"] for row in both for n in ("sparse", dense) if f"{n}_seconds" in row
+def summarise(rows: list[dict], ratios: dict[str, tuple[str, str]]) -> dict:
+    """Print the median-edges table, the effort per model and every ratio; return them."""
+    roles = [role for role in ROLES if any(role in row["models"] for row in rows)]
+    print("\n| task | " + " | ".join(roles) + " |")
+    print("|---|" + "---|" * len(roles))
+    for row in rows:
+        cells = [edges_cell(row["models"].get(role)) for role in roles]
+        if any(cells):
+            print(f"| {row['task']} | " + " | ".join(cells) + " |")
+    summary = {"effort": {role: effort_of(rows, role) for role in roles}, "ratios": {}}
+    for role, effort in summary["effort"].items():
+        print(
+            f"{role} effort per prune (median): {effort['mask_steps']:,.0f} mask steps, "
+            f"{effort['prompts_run']:,.0f} prompts run, {effort['seconds']:.0f} s"
+        )
+    for name, (top, bottom) in ratios.items():
+        sizes = {role: edges_by_task(rows, role) for role in (top, bottom)}
+        try:
+            estimate = bootstrap_size_ratio(sizes[top], sizes[bottom])
+        except ValueError:
+            print(f"{name} ({top} / {bottom}): no task pruned on both")
+            continue
+        summary["ratios"][name] = {"models": [top, bottom], **estimate.to_dict()}
+        print(f"{name} ({top} / {bottom}): {estimate.describe()}")
+    return summary
+
+
+def edges_cell(result: dict | None) -> str:
+    if result is None or result["edges"] is None:
+        return ""
+    spread = result["edges"]
+    return f"{spread['median']:,.0f} [{spread['min']:,}-{spread['max']:,}]"
+
+
+def edges_by_task(rows: list[dict], role: str) -> dict[str, list[float]]:
+    """Per task, the edges of every seed that reached the target: what the ratios resample."""
+    sizes = {}
+    for row in rows:
+        prunes = row["models"].get(role, {}).get("prunes", [])
+        edges = [prune["edges"] for prune in prunes if "error" not in prune]
+        if edges:
+            sizes[row["task"]] = edges
+    return sizes
+
+
+def effort_of(rows: list[dict], role: str) -> dict:
+    efforts = [
+        prune["effort"]
+        for row in rows
+        for prune in row["models"].get(role, {}).get("prunes", [])
+        if prune.get("effort")
     ]
-    print(f"\nsparse vs {dense}: tasks pruned on both: {len(both)} of {len(rows)}")
-    if not both:
-        return
-    sparse_mean = geometric_mean([row["sparse_edges"] for row in both])
-    dense_mean = geometric_mean([row[f"{dense}_edges"] for row in both])
-    print(f"edges, geometric mean: sparse {sparse_mean:,.1f}, {dense} {dense_mean:,.1f}")
-    print(f"{dense} edges / sparse edges = {dense_mean / sparse_mean:.1f}x (goal >= 10)")
-    print(f"prune wall time: median {statistics.median(seconds):.0f} s, max {max(seconds):.0f} s")
+    keys = ("mask_steps", "prompts_run", "seconds")
+    if not efforts:
+        return dict.fromkeys(keys, 0.0)
+    return {key: statistics.median(effort[key] for effort in efforts) for key in keys}
 
 
 if __name__ == "__main__":

@@ -56,12 +56,12 @@ def main() -> None:
     variants = {"defaults": {}} | {f"without {part}": PARTS[part] for part in parts}
     rows = []
     for name, undo in variants.items():
-        config = dataclasses.replace(PruneConfig(), **undo)
+        config = dataclasses.replace(PruneConfig(sweep=args.sweep), **undo)
         print(f"== {name} {undo or ''}", flush=True)
         row = {"variant": name, "settings": undo}
         try:
             metrics = stored_prune_metrics(
-                run, args.model, splits, config, args.sweep, store, args.fresh, print
+                run, args.model, splits, config, store, args.fresh, print
             )
             row |= {key: metrics[key] for key in ("nodes", "edges", "circuit_loss", "seconds")}
         except UserError as error:

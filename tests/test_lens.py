@@ -25,8 +25,8 @@ from sparsecircuits.interp.lens import (
     task_lens,
     train_tuned_lens,
 )
-from sparsecircuits.interp.task_pairs import PromptPairs
 from sparsecircuits.model import GPT, GPTConfig
+from sparsecircuits.tasks import TaskBatch
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,13 @@ def test_task_lens_last_layer_is_the_task_margin(model: GPT) -> None:
     answers = torch.randint(0, 50, (2, 6), generator=generator)
     corrupted_last = last - torch.tensor([0, 1, 0, 0, 2, 0])  # prompts may differ in length
     other = (answers[0] + 7) % 50
-    pairs = PromptPairs(clean, corrupted, last, corrupted_last, answers[0], other, labels=[])
+    pairs = TaskBatch(
+        tokens=torch.cat([clean, corrupted]),
+        last=torch.cat([last, corrupted_last]),
+        correct=torch.cat([answers[0], other]),
+        wrong=torch.cat([other, answers[0]]),
+        n_pairs=6,
+    )
     result = task_lens(model, pairs)
     assert result.logit_diff.shape == result.accuracy.shape == (4,)
     assert result.n_prompts == 12

@@ -17,8 +17,10 @@ from sparsecircuits.interp.patching import (
     patch_scan,
     patching,
 )
-from sparsecircuits.interp.task_pairs import PromptPairs
+from sparsecircuits.interp.task_pairs import shared_positions
 from sparsecircuits.model import GPT, GPTConfig
+from sparsecircuits.tasks import TaskBatch
+from sparsecircuits.tasks.pairs import pad_batch
 
 VOCAB, N_PAIRS, LENGTH = 50, 6, 9
 CHANGED = 4  # the one position where a clean and a corrupted prompt differ
@@ -34,32 +36,30 @@ def make_model(scale: float = 0.3, **options) -> GPT:
     return model.eval()
 
 
-def make_pairs() -> PromptPairs:
+def make_pairs() -> TaskBatch:
+    """Pairs whose prompts differ in the one token at CHANGED; pair 0 is a token shorter."""
     generator = torch.Generator().manual_seed(3)
     clean = torch.randint(0, VOCAB, (N_PAIRS, LENGTH), generator=generator)
     corrupted = clean.clone()
     corrupted[:, CHANGED] = (clean[:, CHANGED] + 1 + torch.arange(N_PAIRS)) % VOCAB
-    last = torch.full((N_PAIRS,), LENGTH - 1)
-    last[0] = LENGTH - 2  # pairs of different lengths: positions count back from the last
-    return PromptPairs(
-        clean=clean,
-        corrupted=corrupted,
-        clean_last=last,
-        corrupted_last=last.clone(),
-        clean_answer=torch.randint(0, VOCAB, (N_PAIRS,), generator=generator),
-        corrupted_answer=torch.randint(0, VOCAB, (N_PAIRS,), generator=generator),
-        labels=[f"p{i}" for i in range(LENGTH - 1)],
-    )
+    lengths = [LENGTH - 1] + [LENGTH] * (N_PAIRS - 1)
+    prompts = [
+        row[:length].tolist()
+        for rows in (clean, corrupted)
+        for row, length in zip(rows, lengths, strict=True)
+    ]
+    answers = torch.randint(0, VOCAB, (2, N_PAIRS), generator=generator).tolist()
+    return pad_batch(prompts, answers[0], answers[1], pad_id=0)
 
 
 def test_residual_patching_at_layer_0_restores_exactly_the_changed_position() -> None:
     model, pairs = make_model(), make_pairs()
     result = patching(model, pairs, "resid")
-    assert result.values.shape == (3, pairs.n_positions)
+    assert result.values.shape == (3, shared_positions(pairs))
     # Layer 0's input is the embedding: where the tokens agree, patching changes nothing.
     # Pair 0 ends a token earlier, so its changed position is one column further right.
     layer0 = result.values[0]
-    unchanged = [k for k in range(pairs.n_positions) if k not in (CHANGED - 1, CHANGED)]
+    unchanged = [k for k in range(shared_positions(pairs)) if k not in (CHANGED - 1, CHANGED)]
     assert torch.allclose(layer0[unchanged], torch.zeros(len(unchanged)), atol=1e-5)
     assert abs(float(layer0[CHANGED - 1] + layer0[CHANGED]) - 1.0) < 1e-4
     # Patching every position of a layer's input restores the clean run exactly.
@@ -68,22 +68,13 @@ def test_residual_patching_at_layer_0_restores_exactly_the_changed_position() ->
     assert abs(float(value) - result.baselines.clean) < 1e-4
 
 
-def test_prompts_of_different_lengths_align_from_their_last_tokens() -> None:
-    clean = torch.tensor([[1, 2, 3, 4, 0], [5, 6, 7, 0, 0]])
-    corrupted = torch.tensor([[9, 2, 3, 4, 0], [8, 8, 6, 7, 0]])  # pair 1: one token longer
-    pairs = PromptPairs(
-        clean=clean,
-        corrupted=corrupted,
-        clean_last=torch.tensor([3, 2]),
-        corrupted_last=torch.tensor([3, 3]),
-        clean_answer=torch.tensor([0, 0]),
-        corrupted_answer=torch.tensor([1, 1]),
-        labels=[],
-    )
-    aligned, valid = pairs.aligned(clean.unsqueeze(-1).float())
-    assert aligned.squeeze(-1)[valid].tolist() == [1, 2, 3, 4, 5, 6, 7]
-    assert valid.tolist() == [[True] * 4 + [False], [False, True, True, True, False]]
-    assert pairs.n_positions == 3
+def test_clean_values_move_to_the_aligned_corrupted_positions() -> None:
+    # Pair 0: one token substituted; pair 1: the clean 5 replaced by two tokens 8, 8.
+    pairs = pad_batch([[1, 2, 3, 4], [5, 6, 7], [9, 2, 3, 4], [8, 8, 6, 7]], [0, 0], [1, 1], 0)
+    moved, valid = pairs.at_corrupted_positions(pairs.clean.unsqueeze(-1).float())
+    assert valid.tolist() == [[True] * 4, [False, False, True, True]]
+    assert moved.squeeze(-1)[valid].tolist() == [1, 2, 3, 4, 6, 7]
+    assert shared_positions(pairs) == 3
 
 
 def test_attribution_takes_two_forward_and_one_backward_pass_and_agrees() -> None:
@@ -111,7 +102,7 @@ def test_neuron_patching_has_one_column_per_neuron() -> None:
 def test_causal_tracing_restores_nothing_before_the_subject_and_all_at_the_end() -> None:
     model, pairs = make_model(), make_pairs()
     result = causal_trace(model, pairs, "resid", samples=3)
-    columns_before = pairs.n_positions - 1 - (LENGTH - 1 - CHANGED)  # same in all pairs
+    columns_before = shared_positions(pairs) - 1 - (LENGTH - 1 - CHANGED)  # same in all pairs
     before = result.values[:, : columns_before - 1]
     assert torch.allclose(before, torch.zeros_like(before), atol=1e-4)
     assert torch.allclose(result.values[-1, -1], torch.tensor(1.0), atol=1e-4)

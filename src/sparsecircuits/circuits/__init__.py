@@ -9,9 +9,9 @@ the leaf modules `files` (atomic writes), `validation` (circuit-file schema) and
 (escaping templates).
 """
 
+from sparsecircuits.circuits.config import PruneConfig
 from sparsecircuits.circuits.nodes import NodeGroup, load_or_compute_means, node_groups
 from sparsecircuits.circuits.pipeline import PruneOutcome, prune_to_target_loss
-from sparsecircuits.circuits.prune import PruneConfig
 
 __all__ = [
     "NodeGroup",

@@ -9,23 +9,32 @@ value change is first mixed by the clean attention pattern). Final-norm channels
 logits through the unembedding, not through an edge of the space; each gets its node
 attribution as the score of a pseudo-edge to the output. All scores come from one forward and
 one backward pass. The circuit of the top-k edges keeps their endpoints; k is searched for the
-smallest circuit that reaches the target loss, measured exactly as the pruner's circuits are.
+smallest circuit that reaches the target loss, measured exactly as the pruner's circuits are;
+`eap_outcome` then gives it the pruner's clean-up, trimming and verification (or not: raw).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from sparsecircuits.circuits.checks import circuit_checks
-from sparsecircuits.circuits.pipeline import PruneOutcome, measure_circuit
+from sparsecircuits.circuits.config import PruneConfig
+from sparsecircuits.circuits.pipeline import (
+    PruneOutcome,
+    measure_circuit,
+    trim_and_verify,
+    trim_summary,
+)
 from sparsecircuits.circuits.prune import (
-    PruneConfig,
+    MaskTraining,
     calibrated_loss,
     fit_calibration,
     margin_loss,
+    measure_cleaned,
 )
 from sparsecircuits.circuits.space import CircuitSpace, circuit_space
 from sparsecircuits.circuits.task_data import TaskSplits
@@ -195,22 +204,60 @@ def node_scores(space: CircuitSpace, edges: EdgeScores) -> torch.Tensor:
     return scores
 
 
-def eap_outcome(run: Run, splits: TaskSplits, config: PruneConfig) -> PruneOutcome:
+def eap_outcome(
+    run: Run,
+    splits: TaskSplits,
+    config: PruneConfig,
+    post_process: bool = True,
+    log: Callable[[str], None] = print,
+) -> PruneOutcome:
     """EAP's circuit for a task, measured and recorded exactly as `prune_to_target_loss`'s
-    (sufficiency, necessity, random control, other ablation, nonsense answers), so it can be
-    written as a circuit file, drawn and compared."""
+    (sufficiency, necessity, random control, other ablation, agreement), so it can be written
+    as a circuit file, drawn and compared. With `post_process`, the top-k circuit first gets
+    what every pruned circuit gets (clean-up of idle nodes, trimming node by node with the
+    nodes' EAP scores as the order, verification on other pairs): comparing raw EAP with
+    post-processed pruning would measure the post-processing. `metrics["eap"]` keeps the raw
+    circuit's size and losses either way.
+    """
     started = time.perf_counter()
     space = circuit_space(run, config.ablation)
+    forwards_before = space.prompts_run
     found = eap_circuit(space, splits, config.target_loss)
-    calibration = fit_calibration(space.margins(splits.select, found.keep), splits.select)
-    metrics = measure_circuit(
-        space, found.keep, calibration, splits.select, splits.test, config.seed
-    )
-    metrics |= circuit_checks(run, space, config.ablation, found.keep, splits)
-    metrics |= {
-        "method": "eap",
-        "eap": {"top_edges": found.k, "selection_loss": found.select_loss},
-        "seconds": time.perf_counter() - started,
-    }
     scores = node_scores(space, found.scores)
-    return PruneOutcome(splits.name, space, found.keep, scores, calibration, config, metrics)
+    log(
+        f"{splits.name}: EAP's top {found.k:,} edges: {found.nodes} nodes, {found.edges:,} "
+        f"edges, selection loss {found.select_loss:.4f}"
+    )
+    keep = found.keep
+    calibration = fit_calibration(space.margins(splits.select, keep), splits.select)
+    processed = {}
+    if post_process:
+        full = float(margin_loss(space.margins(splits.select)).mean())
+        cleaned = measure_cleaned(space, keep, splits.select, config.clean_up)
+        ranking = torch.argsort(scores, descending=True, stable=True)
+        ranked = MaskTraining(ranking, scores, scores, [])
+        trimmed, verified = trim_and_verify(space, cleaned, ranked, splits, config, full, log=log)
+        keep, calibration = verified.keep, verified.calibration
+        processed = {"trim": trim_summary(trimmed), "verification": verified.summary}
+    metrics = measure_circuit(space, keep, calibration, splits, config)
+    metrics |= circuit_checks(run, space, config.ablation, keep, splits)
+    seconds = time.perf_counter() - started
+    metrics |= processed | {
+        "method": "eap",
+        "post_processed": post_process,
+        "eap": {
+            "top_edges": found.k,
+            "nodes": found.nodes,
+            "edges": found.edges,
+            "selection_loss": found.select_loss,
+            "test_loss": found.test_loss,
+        },
+        "seconds": seconds,
+        "effort": {
+            "settings": 0,
+            "mask_steps": 0,
+            "prompts_run": space.prompts_run - forwards_before,
+            "seconds": seconds,
+        },
+    }
+    return PruneOutcome(splits.name, space, keep, scores, calibration, config, metrics)

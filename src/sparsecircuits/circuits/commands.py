@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from sparsecircuits.circuits.prune import PruneConfig
+from sparsecircuits.circuits.config import PruneConfig
 from sparsecircuits.circuits.sweep import DEFAULT_SETTINGS
 from sparsecircuits.circuits.task_data import task_splits
 from sparsecircuits.cli_types import (
@@ -33,8 +33,9 @@ SWEEP_OPTION = click.option(
     "--sweep",
     default=DEFAULT_SETTINGS,
     show_default=True,
-    type=POSITIVE_INT,
-    help="Settings of the node penalty tried per task (1 = no sweep).",
+    type=click.IntRange(min=0),
+    help="Settings of the node penalty tried per task (1 = no sweep); 0 = the equal-effort "
+    "grid of 3 node penalties x 2 learning rates, the same for every model and task.",
 )
 
 
@@ -73,12 +74,15 @@ def log_to_stderr(message: str) -> None:
     "--trim/--no-trim",
     default=True,
     show_default=True,
-    help="Then drop the circuit's nodes one by one while the target still holds.",
+    help="Then drop the circuit's nodes one by one while the target still holds. With "
+    "--method eap, --no-trim reports EAP's raw top-k circuit (no clean-up, trimming or "
+    "verification).",
 )
 @click.option(
     "--controls",
     is_flag=True,
-    help="Also prune a random-weight copy, nonsense answers and the other ablation (4x time).",
+    help="Also prune a random-weight copy, a learnable nonsense task and the other ablation "
+    "(4x time).",
 )
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option(
@@ -109,8 +113,11 @@ def prune(
 ) -> None:
     """Find the smallest circuit of RUN that does a task at the target loss.
 
-    Prints its size, its test loss, necessity (only the circuit ablated), a random circuit of
-    the same size, and the same circuit under the other ablation and on nonsense answers.
+    Prints its size, its test loss, necessity (only the circuit ablated), random circuits of
+    the same size and layer mix, the same circuit under the other ablation, and whether it is
+    accepted as the model's circuit ("accepted", "reason": the full model must do the task
+    below the target and the circuit must agree with it). Losses are per prompt: the mean over
+    the pair's two prompts of -log p(correct answer) (the paper's release sums the pair: 2x).
     """
     from sparsecircuits.circuits.circuit_file import outcome_to_record, write_circuit
     from sparsecircuits.circuits.pipeline import prune_to_target_loss
@@ -119,28 +126,33 @@ def prune(
     loaded = load_run(run, device)
     splits = task_splits(loaded, task, pairs_file, seed)
     config = PruneConfig(
-        target_loss=target_loss, ablation=ablation, steps=steps, k_coef=k_coef, seed=seed
+        target_loss=target_loss,
+        ablation=ablation,
+        steps=steps,
+        k_coef=k_coef,
+        seed=seed,
+        sweep=sweep,
     )
     if method == "eap":
         from sparsecircuits.circuits.attribution import eap_outcome
 
         if controls:
             raise UserError("--controls goes with --method prune only")
-        outcome = eap_outcome(loaded, splits, config)
+        outcome = eap_outcome(loaded, splits, config, post_process=trim, log=log_to_stderr)
     else:
-        outcome = prune_to_target_loss(loaded, splits, config, sweep, trim=trim, log=log_to_stderr)
+        outcome = prune_to_target_loss(loaded, splits, config, trim=trim, log=log_to_stderr)
     if controls:
         from sparsecircuits.circuits.controls import pruned_controls
 
-        outcome.metrics["controls"] = pruned_controls(
-            loaded, splits, config, sweep, log=log_to_stderr
-        )
+        outcome.metrics["controls"] = pruned_controls(loaded, splits, config, log=log_to_stderr)
     if out is not None:
         write_circuit(outcome_to_record(loaded, outcome), out)
-    summary = {"task": splits.name, **{key: outcome.metrics[key] for key in SUMMARY_KEYS}}
-    for name, result in outcome.metrics.get("controls", {}).items():
+    metrics = outcome.metrics
+    summary = {"task": splits.name, **{key: metrics[key] for key in SUMMARY_KEYS if key in metrics}}
+    for name, result in metrics.get("controls", {}).items():
         summary[f"control {name}"] = (
-            f"{result['edges']} edges, test loss {result['circuit_loss']:.4f} (met the target)"
+            f"{result['edges']} edges, test loss {result['circuit_loss']:.4f} (met the target; "
+            f"{'accepted' if result['accepted'] else 'rejected'}: {result['reason']})"
             if result["met"]
             else "no circuit met the target"
         )
@@ -164,8 +176,12 @@ SUMMARY_KEYS = (
     "random_circuit_loss",
     "other_ablation",
     "other_ablation_loss",
-    "nonsense_task_loss",
+    "agreement_with_full_model",
+    "accepted",
+    "reason",
     "seconds",
+    "effort",
+    "eap",  # EAP's raw top-k circuit, beside the post-processed one above
 )
 
 
@@ -220,7 +236,8 @@ def circuit_eval(
     if pairs_file is not None:  # a pairs file: on its largest part
         splits = replace(splits, select=splits.train)
     keep = circuit_record.keep
-    metrics = measure_circuit(space, keep, circuit_record.calibration, splits.select, splits.test)
+    config = PruneConfig(target_loss=record["target_loss"], ablation=record["ablation"])
+    metrics = measure_circuit(space, keep, circuit_record.calibration, splits, config)
     metrics |= circuit_checks(loaded, space, record["ablation"], keep, splits)
     result = {
         "task": splits.name,

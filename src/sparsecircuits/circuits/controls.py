@@ -5,12 +5,13 @@ pruning also reaches low task loss on nonsense tasks and in random-weight models
 same recipe where no real circuit can exist:
 - random weights: the same architecture with each weight tensor's entries permuted (the same
   values and the same fraction of zeros, no learned structure), its means measured afresh;
-- nonsense task: the task's pairs with the two answers swapped in a random half of the pairs
-  (fixed seed), so the answer no longer follows from the prompt;
+- a learnable nonsense task (tasks.controls.nonsense_name_split): the answer follows from the
+  prompt by an arbitrary rule the model never learned, so pruning can assemble a "circuit"
+  for it from nodes that happen to correlate with the rule; the acceptance guard
+  (circuits.acceptance) must reject it;
 - the other ablation: zero instead of mean (or the reverse), as the study compares them.
-A real circuit meets the target and verifies on fresh pairs; the first two should not (the
-verification pairs are the guard), and where one does, the report says so. Cheaper checks of a
-found circuit itself come with every prune and `circuit eval` (circuits.checks).
+Each result says whether a circuit met the target (and verified) and whether the guard
+accepts it.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from dataclasses import replace
 
 import torch
 
-from sparsecircuits.circuits.checks import OTHER_ABLATION, nonsense_batch
+from sparsecircuits.circuits.checks import OTHER_ABLATION
+from sparsecircuits.circuits.config import PruneConfig
 from sparsecircuits.circuits.nodes import pretraining_means
 from sparsecircuits.circuits.pipeline import prune_to_target_loss
-from sparsecircuits.circuits.prune import PruneConfig
 from sparsecircuits.circuits.space import CircuitSpace
-from sparsecircuits.circuits.task_data import TaskSplits
+from sparsecircuits.circuits.task_data import TaskSplits, task_splits
 from sparsecircuits.errors import UserError
 from sparsecircuits.loading import Run
+
+NONSENSE_TASK = "nonsense_name_split"
 
 
 def permuted_run(run: Run, seed: int = 0) -> Run:
@@ -42,44 +45,38 @@ def permuted_run(run: Run, seed: int = 0) -> Run:
     return replace(run, model=model)
 
 
-def nonsense_splits(splits: TaskSplits, seed: int = 0) -> TaskSplits:
-    parts = [nonsense_batch(batch, seed + i) for i, batch in enumerate(splits.batches())]
-    return TaskSplits(f"{splits.name} (nonsense answers)", *parts)
-
-
 def pruned_controls(
-    run: Run,
-    splits: TaskSplits,
-    config: PruneConfig,
-    settings: int,
-    log: Callable[[str], None] = print,
+    run: Run, splits: TaskSplits, config: PruneConfig, log: Callable[[str], None] = print
 ) -> dict:
-    """The same prune on a random-weight model, on nonsense answers and with the other
-    ablation: for each, whether a circuit met the target (and verified) and its size."""
+    """The same prune on a random-weight model, on the learnable nonsense task and with the
+    other ablation: for each, whether a circuit met the target (and verified), its size and
+    the guard's verdict."""
     shuffled = permuted_run(run, config.seed)
     means = pretraining_means(shuffled)
     if config.ablation == "zero":
         means = {hook: torch.zeros_like(value) for hook, value in means.items()}
     other = replace(config, ablation=OTHER_ABLATION[config.ablation])
+    nonsense = task_splits(run, NONSENSE_TASK, None, config.seed)
     cases = {
         "random_weights": (shuffled, splits, config, CircuitSpace(shuffled.model, means)),
-        "nonsense_task": (run, nonsense_splits(splits, config.seed), config, None),
+        "nonsense_task": (run, nonsense, config, None),
         f"{other.ablation}_ablation": (run, splits, other, None),
     }
     results = {}
-    for name, (model_run, task_splits, setting, space) in cases.items():
+    for name, (model_run, task_splits_, setting, space) in cases.items():
         log(f"control {name}:")
         try:
             outcome = prune_to_target_loss(
-                model_run, task_splits, setting, settings, space=space, checks=False, log=log
+                model_run, task_splits_, setting, space=space, checks=False, log=log
             )
         except UserError as error:
-            results[name] = {"met": False, "message": str(error)}
+            results[name] = {"met": False, "accepted": False, "message": str(error)}
             continue
         metrics = outcome.metrics
+        keys = ("nodes", "edges", "circuit_loss", "full_model_loss", "accepted", "reason")
         results[name] = {
             "met": True,
-            **{key: metrics[key] for key in ("nodes", "edges", "circuit_loss")},
+            **{key: metrics[key] for key in keys},
             "verification_loss": metrics["verification"]["loss"],
         }
     return results

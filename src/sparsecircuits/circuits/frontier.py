@@ -7,14 +7,14 @@ Colour = total parameters, marker size = nonzero parameters.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
 import matplotlib.ticker
 
-from sparsecircuits.circuits.prune import PruneConfig
+from sparsecircuits.circuits.config import PruneConfig
+from sparsecircuits.circuits.spread import geometric_mean
 from sparsecircuits.circuits.store import PruneStore, stored_prune_metrics
 from sparsecircuits.circuits.task_data import task_splits
 from sparsecircuits.errors import UserError
@@ -24,12 +24,6 @@ from sparsecircuits.train.summary import summarize_run
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
-
-def geometric_mean(values: list[float]) -> float | None:
-    if not values:
-        return None
-    return math.exp(sum(math.log(max(v, 1)) for v in values) / len(values))
 
 
 def measure_frontier(
@@ -51,9 +45,9 @@ def measure_frontier(
         edges: dict[str, int | None] = {}
         for task in tasks:
             splits = task_splits(run, task, None)
-            config = PruneConfig(target_loss=target_loss, steps=steps)
+            config = PruneConfig(target_loss=target_loss, steps=steps, sweep=sweep)
             try:
-                metrics = stored_prune_metrics(run, path, splits, config, sweep, store, fresh, log)
+                metrics = stored_prune_metrics(run, path, splits, config, store, fresh, log)
                 edges[task] = metrics["edges"]
             except UserError as error:
                 log(f"  {path}: {error}")

@@ -18,43 +18,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from sparsecircuits.circuits.cleanup import remove_idle_nodes
+from sparsecircuits.circuits.config import PruneConfig
 from sparsecircuits.circuits.masks import NodeMasks
 from sparsecircuits.circuits.space import CircuitSpace
 from sparsecircuits.tasks import TaskBatch, margin_loss
-
-
-@dataclass
-class PruneConfig:
-    target_loss: float = 0.15
-    ablation: str = "mean"  # or "zero"
-    steps: int = 150  # the paper's runs are longer; see docs/pruning-recipe.md for the budget
-    batch_pairs: int = 32  # pairs per mask-training step (the paper's 64 doubles the time)
-    lr: float = 1e-2  # the paper's 3e-3 needs far more steps than 150 (docs/pruning-recipe.md)
-    k_coef: float = 3e-4  # the paper's centre is 1e-4; in 150 steps it leaves twice the nodes on
-    weight_decay: float = 1e-3
-    beta2: float = 0.95
-    grad_clip: float = 1.0  # gradient norm clip; math.inf switches it off
-    init_bias: float = 0.1
-    init_noise: float = 0.01
-    temperature: float = 1.0
-    trim_margin: float = 0.01  # trimming keeps the selection loss this far below the target
-    trim_tries: int = 200  # most drops trimming tries (lowest scores first): a count, not seconds
-    seed: int = 0
-    # Switches for measuring each part of the recipe on its own (docs/pruning-recipe.md); the
-    # defaults are the recipe.
-    learned_calibration: bool = True  # learn a logit scale and shifts with the masks
-    tie_break: str = "mean_tau"  # among equal taus: "mean_tau" then random, or "index"
-    clean_up: bool = True  # remove idle nodes before measuring any circuit
-    regrow_by_need: bool = True  # verification restores the most needed drops first (else last)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -242,11 +215,7 @@ class CircuitSearch:
 
 @torch.no_grad()
 def smallest_circuit_meeting_target(
-    space: CircuitSpace,
-    ranking: torch.Tensor,
-    select: TaskBatch,
-    target_loss: float,
-    clean_up: bool = True,
+    space: CircuitSpace, ranking: torch.Tensor, select: TaskBatch, config: PruneConfig
 ) -> CircuitSearch:
     """The smallest cleaned top-k circuit whose calibrated loss on `select` meets the target;
     if none does, the best circuit found (the caller decides what to say)."""
@@ -256,10 +225,10 @@ def smallest_circuit_meeting_target(
         if k not in seen:
             keep = space.empty()
             keep[ranking[:k]] = True
-            seen[k] = measure_cleaned(space, keep, select, clean_up)
+            seen[k] = measure_cleaned(space, keep, select, config.clean_up)
         return seen[k].loss
 
-    chosen = smallest_k_meeting_target(loss_at, space.size, target_loss)
+    chosen = smallest_k_meeting_target(loss_at, space.size, config.target_loss)
     return CircuitSearch(seen[chosen], chosen, sorted((k, m.loss) for k, m in seen.items()))
 
 

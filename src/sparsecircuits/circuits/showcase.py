@@ -6,9 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sparsecircuits.circuits.circuit_file import outcome_to_record, write_circuit
+from sparsecircuits.circuits.config import PruneConfig
 from sparsecircuits.circuits.draw import circuit_svg, node_activations, write_drawing
 from sparsecircuits.circuits.pipeline import prune_to_target_loss
-from sparsecircuits.circuits.prune import PruneConfig
 from sparsecircuits.circuits.sweep import DEFAULT_SETTINGS
 from sparsecircuits.circuits.task_data import task_splits
 from sparsecircuits.loading import Run, load_run
@@ -26,7 +26,7 @@ def prune_and_draw(
     """Prune `task` in the model at `model_path`; write the circuit file and its page."""
     loaded = load_run(model_path)
     splits = task_splits(loaded, task, None)
-    outcome = prune_to_target_loss(loaded, splits, PruneConfig(steps=steps), sweep, log=log)
+    outcome = prune_to_target_loss(loaded, splits, PruneConfig(steps=steps, sweep=sweep), log=log)
     record = outcome_to_record(loaded, outcome)
     write_circuit(record, out / "circuit.json")
     return draw_for_report(loaded, record, out, outcome.space.size)

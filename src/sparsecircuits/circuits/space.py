@@ -77,6 +77,7 @@ class CircuitSpace:
             self.starts[(group.layer, group.kind)] = start
             start += group.width
         self.size = start
+        self.prompts_run = 0  # prompts run forward by margins(): the effort a prune spends
         self.links = [
             Link(
                 self.group(layer, source_kind),
@@ -140,6 +141,7 @@ class CircuitSpace:
         model, of the circuit `keep`, or under the given hooks."""
         if hooks is None:
             hooks = [] if keep is None else self.hooks(keep)
+        self.prompts_run += batch.tokens.shape[0]
         with self.model.hooks(hooks):
             return task_answer_margins(self.model, batch, chunk).cpu()
 

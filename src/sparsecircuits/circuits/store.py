@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sparsecircuits.circuits.circuit_file import model_hash
+from sparsecircuits.circuits.config import PruneConfig
 from sparsecircuits.circuits.pipeline import RECIPE_VERSION, prune_to_target_loss
-from sparsecircuits.circuits.prune import PruneConfig
-from sparsecircuits.circuits.sweep import K_COEFS
+from sparsecircuits.circuits.sweep import GRID, K_COEFS
 from sparsecircuits.circuits.task_data import TaskSplits
 from sparsecircuits.data.tokens import default_cache_root
 from sparsecircuits.database import insert_row, open_database
@@ -67,10 +67,10 @@ class PruneStore:
         insert_row(self.connection, "prunes", {"key": key, **fields}, replace=True)
 
 
-def prune_key(weights_sha256: str, splits: TaskSplits, config: PruneConfig, settings: int) -> str:
+def prune_key(weights_sha256: str, splits: TaskSplits, config: PruneConfig) -> str:
     digest = hashlib.sha256()
     what = {"model": weights_sha256, "task": splits.name, "config": config.to_dict()}
-    sweep = {"settings": settings, "candidates": list(K_COEFS), "recipe": RECIPE_VERSION}
+    sweep = {"candidates": list(K_COEFS), "grid": list(GRID), "recipe": RECIPE_VERSION}
     digest.update(json.dumps({**what, "sweep": sweep}, sort_keys=True).encode())
     for batch in splits.batches():
         for tensor in (batch.tokens, batch.last, batch.correct, batch.wrong):
@@ -83,7 +83,6 @@ def stored_prune_metrics(
     run_path: Path,
     splits: TaskSplits,
     config: PruneConfig,
-    settings: int,
     store: PruneStore,
     fresh: bool = False,
     log: Callable[[str], None] = print,
@@ -96,7 +95,7 @@ def stored_prune_metrics(
     """
     weights_sha256 = model_hash(run)
     task = splits.name
-    key = prune_key(weights_sha256, splits, config, settings)
+    key = prune_key(weights_sha256, splits, config)
     row = None if fresh else store.get(key)
     if row is not None:
         log(f"  {task}: stored result of {row['measured_at']} (pass --fresh to prune again)")
@@ -112,7 +111,7 @@ def stored_prune_metrics(
     }
     measured_at = datetime.now(UTC).isoformat(timespec="seconds")
     try:
-        outcome = prune_to_target_loss(run, splits, config, settings, log=log)
+        outcome = prune_to_target_loss(run, splits, config, log=log)
     except UserError as error:
         store.put(key, fields | {"error": str(error), "measured_at": measured_at})
         raise

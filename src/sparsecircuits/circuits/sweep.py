@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from sparsecircuits.circuits.config import PruneConfig
 from sparsecircuits.circuits.prune import (
     CircuitSearch,
     MaskTraining,
-    PruneConfig,
     smallest_circuit_meeting_target,
     train_node_masks,
 )
@@ -30,6 +30,11 @@ from sparsecircuits.circuits.task_data import TaskSplits
 # by default: one setting fits the 3-minute budget of 2 CPU cores (docs/pruning-recipe.md).
 K_COEFS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
 DEFAULT_SETTINGS = 1
+# The equal-effort grid (config.sweep == 0): every model and task gets these (k_coef, lr)
+# settings, so a comparison of circuit sizes does not measure how well one recipe suits one
+# model. Three penalties around the recipe's and two learning rates, the recipe's and the
+# paper's 3e-3.
+GRID = tuple((k_coef, lr) for k_coef in (1e-4, 3e-4, 1e-3) for lr in (1e-2, 3e-3))
 
 
 def pruned_too_hard(result: dict) -> bool:
@@ -71,28 +76,31 @@ def sweep_mask_settings(
     space: CircuitSpace,
     splits: TaskSplits,
     config: PruneConfig,
-    settings: int,
     log: Callable[[str], None] = print,
 ) -> SweepResult:
+    """Train masks at each setting of the sweep (`config.sweep` adaptive steps, or the grid),
+    and keep the smallest circuit, in edges, meeting the target on the selection pairs."""
     best, history, closest = None, [], float("inf")
-    k_coef: float | None = config.k_coef
-    for index in range(max(1, settings)):
-        if k_coef is None:
+    grid = config.sweep == 0
+    total = len(GRID) if grid else config.sweep
+    setting: PruneConfig | None = config
+    for index in range(total):
+        if grid:
+            setting = replace(config, k_coef=GRID[index][0], lr=GRID[index][1])
+        if setting is None:
             log(f"  sweep done after {index} settings: no untried penalty left between them")
             break
-        setting = replace(config, k_coef=k_coef)
         started = time.perf_counter()
         training = train_node_masks(space, splits.train, setting)
         trained = time.perf_counter()
-        search = smallest_circuit_meeting_target(
-            space, training.ranking, splits.select, config.target_loss, config.clean_up
-        )
+        search = smallest_circuit_meeting_target(space, training.ranking, splits.select, setting)
         circuit = search.circuit
         met = circuit.loss <= config.target_loss
         edges = space.count_edges(circuit.keep)
         history.append(
             {
-                "k_coef": k_coef,
+                "k_coef": setting.k_coef,
+                "lr": setting.lr,
                 "k": search.k,
                 "nodes": circuit.nodes,
                 "edges": edges,
@@ -103,14 +111,16 @@ def sweep_mask_settings(
             }
         )
         log(
-            f"  sweep {index + 1}/{settings} k_coef {k_coef:g}: {circuit.nodes} nodes, {edges} "
-            f"edges ({training.active} active after mask training), selection loss "
-            f"{circuit.loss:.4f}{'' if met else ' (target not met)'} [masks "
-            f"{trained - started:.0f} s, search {time.perf_counter() - trained:.0f} s over "
-            f"{len(search.tried)} k]"
+            f"  sweep {index + 1}/{total} k_coef {setting.k_coef:g} lr {setting.lr:g}: "
+            f"{circuit.nodes} nodes, {edges} edges ({training.active} active after mask "
+            f"training), selection loss {circuit.loss:.4f}{'' if met else ' (target not met)'} "
+            f"[masks {trained - started:.0f} s, search {time.perf_counter() - trained:.0f} s "
+            f"over {len(search.tried)} k]"
         )
         closest = min(closest, circuit.loss)
         if met and (best is None or edges < best.edges):
             best = Found(search, training, setting, edges)
-        k_coef = next_k_coef(history)
+        if not grid:
+            k_coef = next_k_coef(history)
+            setting = None if k_coef is None else replace(config, k_coef=k_coef)
     return SweepResult(best, history, closest)

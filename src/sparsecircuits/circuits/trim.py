@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sparsecircuits.circuits.config import PruneConfig
 from sparsecircuits.circuits.prune import Measured, measure_cleaned
 from sparsecircuits.circuits.space import CircuitSpace
 from sparsecircuits.tasks import TaskBatch
@@ -78,18 +79,15 @@ def trim_found_circuit(
     circuit: Measured,
     scores: torch.Tensor,
     select: TaskBatch,
-    target_loss: float,
-    margin: float,
-    clean_up: bool = True,
-    tries: int | None = None,
+    config: PruneConfig,
 ) -> TrimResult:
     """`circuit` with the nodes the task does not need dropped."""
     order = trim_order(circuit.keep, scores, space.degrees(circuit.keep))
     return trim_circuit(
-        lambda keep: measure_cleaned(space, keep, select, clean_up),
+        lambda keep: measure_cleaned(space, keep, select, config.clean_up),
         circuit,
         order,
-        target_loss,
-        margin,
-        tries,
+        config.target_loss,
+        config.trim_margin,
+        config.trim_tries,
     )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from sparsecircuits.circuits.cleanup import remove_idle_nodes
+from sparsecircuits.circuits.config import PruneConfig
 from sparsecircuits.circuits.prune import (
     Calibration,
     calibrated_pair_losses,
@@ -75,8 +76,7 @@ def verify_circuit(
     chain: GrowthChain,
     select: TaskBatch,
     verify: TaskBatch,
-    target_loss: float,
-    clean_up: bool = True,
+    config: PruneConfig,
 ) -> Verification:
     """The first circuit of `chain` (roughly: the smallest) meeting the target on `verify`.
 
@@ -88,12 +88,12 @@ def verify_circuit(
 
     def loss_at(link: int) -> float:
         keep = chain[link - 1]
-        keep = remove_idle_nodes(space, keep) if clean_up else keep
+        keep = remove_idle_nodes(space, keep) if config.clean_up else keep
         fitted[link] = (keep, *calibrated_pair_losses(space, keep, select, verify))
         return float(fitted[link][2].mean())
 
     # The chain grows by one node a link at first: doubling the step keeps the checks few.
-    link = smallest_k_meeting_target(loss_at, len(chain), target_loss, growth=2.0)
+    link = smallest_k_meeting_target(loss_at, len(chain), config.target_loss, growth=2.0)
     keep, calibration, pair_losses = fitted[link]
     loss = float(pair_losses.mean())
     summary = {
@@ -107,7 +107,7 @@ def verify_circuit(
             if pair_losses.numel() > 1
             else None
         ),
-        "met": loss <= target_loss,
+        "met": loss <= config.target_loss,
         "nodes_added": int(keep.sum() - fitted[1][0].sum()),
         "checks": len(fitted),
         "seconds": time.perf_counter() - started,

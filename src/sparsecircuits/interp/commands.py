@@ -1,20 +1,29 @@
 """`sparsecircuits patch` and `trace`: activation / attribution patching and causal tracing
-of a model on a task's clean (A) and corrupted (B) prompts, as PNG, HTML and JSON."""
+of a model on the clean (A) and corrupted (B) prompts of a built-in task (--task) or of a
+pairs file (--pairs), as PNG, HTML and JSON."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from sparsecircuits.cli_types import DEVICE_OPTION, PAIR_COUNT, POSITIVE_INT, SEED, OutputFolder
 
+if TYPE_CHECKING:  # commands import torch only when run, so `--help` answers at once
+    from sparsecircuits.interp.task_pairs import TaskInput
+
 
 def task_options(command):  # noqa: ANN001, ANN201 (a click decorator)
     options = [
         click.argument("run", type=click.Path(path_type=Path)),
+        click.option("--task", help="A built-in task (`sparsecircuits tasks list`)."),
         click.option(
-            "--task", required=True, help="A built-in task (`sparsecircuits tasks list`)."
+            "--pairs",
+            "pairs_file",
+            type=click.Path(path_type=Path),
+            help="Your own pairs instead, JSONL: prompt_a, prompt_b, answer_a, answer_b.",
         ),
         click.option("--out", required=True, type=OutputFolder(), help="Folder for the figures."),
         click.option(
@@ -23,7 +32,7 @@ def task_options(command):  # noqa: ANN001, ANN201 (a click decorator)
             type=PAIR_COUNT,
             default=32,
             show_default=True,
-            help="Pairs of the task's test split.",
+            help="Pairs of the task's test split (a pairs file is used whole).",
         ),
         click.option("--seed", type=SEED, default=0, show_default=True),
         click.option(
@@ -55,7 +64,8 @@ def task_options(command):  # noqa: ANN001, ANN201 (a click decorator)
 )
 def patch(
     run: Path,
-    task: str,
+    task: str | None,
+    pairs_file: Path | None,
     out: Path,
     n_pairs: int,
     seed: int,
@@ -70,9 +80,13 @@ def patch(
     from sparsecircuits.interp.patching import patching
     from sparsecircuits.interp.reports import load_pairs, write_patch_results
 
-    model, pairs = load_pairs(run, task, n_pairs, seed, device)
+    loaded, pairs = load_pairs(run, task, pairs_file, n_pairs, seed, device)
     method = "attribution" if attribution else "activation"
-    write_patch_results([patching(model, pairs, site, method, metric, last=last)], task, out)
+    token_text = loaded.tokenizer.id_to_token_text
+    result = patching(
+        loaded.model, pairs.batch, site, method, metric, last=last, token_text=token_text
+    )
+    write_patch_results([result], pairs.label, out)
 
 
 @click.command()
@@ -86,9 +100,16 @@ def patch(
 @click.option(
     "--samples", type=POSITIVE_INT, default=5, show_default=True, help="Noise draws per pair."
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object: the results and, per pair, the clean positions noised.",
+)
 def trace(
     run: Path,
-    task: str,
+    task: str | None,
+    pairs_file: Path | None,
     out: Path,
     n_pairs: int,
     seed: int,
@@ -96,15 +117,47 @@ def trace(
     device: str,
     kind: tuple[str, ...],
     samples: int,
+    as_json: bool,
 ) -> None:
-    """Causal tracing (ROME): noise the tokens that decide the answer, restore one hidden
-    state at a time, and map where the answer's probability comes back."""
+    """Causal tracing (ROME): noise the tokens that decide the answer (the clean tokens that
+    differ from the corrupted prompt's, by a token-level diff), restore one hidden state at a
+    time, and map where the answer's probability comes back."""
+    from sparsecircuits.files import json_text
     from sparsecircuits.interp.patching import causal_trace
     from sparsecircuits.interp.reports import load_pairs, write_patch_results
 
-    model, pairs = load_pairs(run, task, n_pairs, seed, device)
+    loaded, pairs = load_pairs(run, task, pairs_file, n_pairs, seed, device)
+    token_text = loaded.tokenizer.id_to_token_text
     results = [
-        causal_trace(model, pairs, name, samples=samples, seed=seed, last=last)
+        causal_trace(
+            loaded.model, pairs.batch, name, samples, seed, last=last, token_text=token_text
+        )
         for name in dict.fromkeys(kind or ("resid", "mlp", "attn"))  # each kind once
     ]
-    write_patch_results(results, task, out)
+    reports = write_patch_results(results, pairs.label, out, echo=not as_json)
+    noised = noised_per_pair(pairs)
+    if as_json:
+        source = {"task": task} if task is not None else {"pairs_file": str(pairs_file)}
+        summary = {**source, "n_pairs": pairs.batch.n_pairs, "skipped": pairs.skipped}
+        summary |= {"samples": samples, "seed": seed, "results": reports, "pairs": noised}
+        click.echo(json_text(summary))
+        return
+    count = len(noised)
+    mean = sum(len(pair["noised_positions"]) for pair in noised) / count
+    last_noised = sum(pair["n_tokens"] - 1 in pair["noised_positions"] for pair in noised)
+    click.echo(
+        f"noised {mean:.2f} tokens per clean prompt on average over {count} pairs; "
+        f"the last token in {last_noised} of them"
+    )
+
+
+def noised_per_pair(pairs: TaskInput) -> list[dict]:
+    """Per pair, in batch order: its index in the input, the clean prompt's length in tokens
+    and the clean positions causal tracing noised."""
+    lengths = (pairs.batch.clean_last + 1).tolist()
+    return [
+        {"pair": index, "n_tokens": length, "noised_positions": list(alignment.differing)}
+        for index, length, alignment in zip(
+            pairs.kept, lengths, pairs.batch.alignments, strict=True
+        )
+    ]

@@ -26,12 +26,12 @@ from tqdm import tqdm
 
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import atomic_path, write_json_atomic
-from sparsecircuits.interp.task_pairs import PromptPairs
 from sparsecircuits.loading import Run
 from sparsecircuits.loading.activations import iter_activations
 from sparsecircuits.loading.memory import FLOAT_BYTES, forward_bytes, require_memory
 from sparsecircuits.loading.weights_file import load_weights, save_weights
 from sparsecircuits.model import GPT, GPTConfig
+from sparsecircuits.tasks import TaskBatch, logit_margins
 from sparsecircuits.validation import load_json
 
 WEIGHTS_FILE = "tuned_lens.safetensors"
@@ -175,44 +175,26 @@ class TaskLens:
 
 
 @torch.no_grad()
-def task_lens(model: GPT, pairs: PromptPairs, lens: TunedLens | None = None) -> TaskLens:
+def task_lens(model: GPT, pairs: TaskBatch, lens: TunedLens | None = None) -> TaskLens:
     """Per layer, at each prompt's last token, how far the lens leans to the prompt's answer.
 
     Both prompts of every pair count, as in the task metrics: the clean prompt scores
-    clean answer - corrupted answer, the corrupted prompt the reverse.
+    clean answer - corrupted answer, the corrupted prompt the reverse (`tasks.logit_margins`
+    of each row's correct and wrong token).
     """
-    positions = max(pairs.clean.shape[1], pairs.corrupted.shape[1])
-    needed = streams_bytes(model.config, pairs.n, positions, logit_positions=1)
+    rows, positions = pairs.tokens.shape
+    needed = streams_bytes(model.config, rows, positions, logit_positions=1)
     device = str(next(model.parameters()).device)
-    require_memory(needed, f"--n {pairs.n} pairs of {positions} tokens", device)
-    clean, corrupted = pairs.clean_answer, pairs.corrupted_answer
-    margins = torch.cat(
+    require_memory(needed, f"--n {pairs.n_pairs} pairs of {positions} tokens", device)
+    tokens, last = pairs.tokens.to(device), pairs.last.to(device)
+    margins = torch.stack(
         [
-            answer_margins(model, pairs.clean, pairs.clean_last, clean, corrupted, lens),
-            answer_margins(model, pairs.corrupted, pairs.corrupted_last, corrupted, clean, lens),
-        ],
-        dim=1,
-    )
-    return TaskLens(
-        margins.mean(dim=1).cpu(), (margins > 0).float().mean(dim=1).cpu(), margins.shape[1]
-    )
-
-
-def answer_margins(
-    model: GPT,
-    tokens: torch.Tensor,
-    last: torch.Tensor,
-    answer: torch.Tensor,
-    other: torch.Tensor,
-    lens: TunedLens | None,
-) -> torch.Tensor:
-    """[layers + 1, n] logit(answer) - logit(other) of each layer at each prompt's last token."""
-    rows = torch.arange(tokens.shape[0], device=tokens.device)
-    return torch.stack(
-        [
-            (logits[rows, answer] - logits[rows, other]).float()
+            logit_margins(logits, pairs.correct, pairs.wrong).float()
             for logits in layer_logits(model, tokens, lens, last)
         ]
+    )  # [layers + 1, 2n]
+    return TaskLens(
+        margins.mean(dim=1).cpu(), (margins > 0).float().mean(dim=1).cpu(), margins.shape[1]
     )
 
 

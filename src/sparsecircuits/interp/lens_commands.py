@@ -62,7 +62,7 @@ def lens(
         read_tuned_lens_report,
         task_lens,
     )
-    from sparsecircuits.interp.task_pairs import task_prompt_pairs
+    from sparsecircuits.interp.task_pairs import task_batch
     from sparsecircuits.loading import load_run
 
     loaded = load_run(run, device=device)
@@ -81,9 +81,9 @@ def lens(
         paths = write_grid(grid, stem.with_name(f"{stem.name}-prompt"))
         echo_prompt_table(grid, name)
     else:
-        pairs = task_prompt_pairs(loaded, task, n_pairs, seed)
+        pairs = task_batch(loaded, task, n_pairs, seed)
         result = task_lens(loaded.model, pairs.to(device), reader)
-        grid = task_grid(task, result, name, pairs.n, layers)
+        grid = task_grid(task, result, name, pairs.n_pairs, layers)
         paths = write_grid(grid, stem.with_name(f"{stem.name}-{task}"))
         echo_task_table(grid, task, name)
     click.echo("wrote " + ", ".join(str(path) for path in paths))

@@ -11,6 +11,11 @@ Attribution patching estimates every patch of a scan at once to first order, fro
 pass, one corrupted pass and one backward pass: effect ~ sum over the mask of
 (clean - corrupted) * d metric / d activation. Causal tracing (ROME) is the same scan with the
 corruption being Gaussian noise on the subject tokens' embeddings instead of other tokens.
+
+The pairs are a `tasks.TaskBatch`: A rows clean, B rows corrupted. A clean activation goes to
+the corrupted position aligned to it by the batch's token-level diff (`TaskBatch.alignments`),
+and corrupted positions with no clean counterpart are never patched; causal tracing noises
+exactly the clean tokens that diff marks as differing.
 """
 
 from __future__ import annotations
@@ -21,24 +26,24 @@ from dataclasses import dataclass, replace
 import torch
 
 from sparsecircuits.errors import UserError
-from sparsecircuits.interp.task_pairs import PromptPairs
+from sparsecircuits.interp.task_pairs import TokenText, position_labels, shared_positions
 from sparsecircuits.loading.memory import FLOAT_BYTES, forward_bytes, require_memory
 from sparsecircuits.model import GPT, GPTConfig
 from sparsecircuits.model.hooks import HookFn
+from sparsecircuits.tasks import TaskBatch, logit_margins
 
 # A metric maps the last-token logits [rows, vocab] of the pairs to one value per row.
-Metric = Callable[[torch.Tensor, PromptPairs], torch.Tensor]
+Metric = Callable[[torch.Tensor, TaskBatch], torch.Tensor]
 SITES = ("resid", "heads", "neurons")
 SCAN_CHUNK = 16  # patches stacked into one forward pass of a scan
 
 
-def logit_difference(logits: torch.Tensor, pairs: PromptPairs) -> torch.Tensor:
+def logit_difference(logits: torch.Tensor, pairs: TaskBatch) -> torch.Tensor:
     """logit(clean answer) - logit(corrupted answer): how far the model leans to the clean one."""
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    return logits[rows, pairs.clean_answer] - logits[rows, pairs.corrupted_answer]
+    return logit_margins(logits, pairs.clean_answer, pairs.corrupted_answer)
 
 
-def answer_probability(logits: torch.Tensor, pairs: PromptPairs) -> torch.Tensor:
+def answer_probability(logits: torch.Tensor, pairs: TaskBatch) -> torch.Tensor:
     """Probability of the clean answer over the whole vocabulary."""
     rows = torch.arange(logits.shape[0], device=logits.device)
     return logits.float().softmax(dim=-1)[rows, pairs.clean_answer]
@@ -56,7 +61,7 @@ class Corruption:
     edits: dict[str, HookFn] | None = None
 
 
-def other_prompts(pairs: PromptPairs) -> Corruption:
+def other_prompts(pairs: TaskBatch) -> Corruption:
     return Corruption(pairs.corrupted)
 
 
@@ -94,7 +99,7 @@ def metric_of(
     model: GPT,
     tokens: torch.Tensor,
     last: torch.Tensor,
-    pairs: PromptPairs,
+    pairs: TaskBatch,
     metric: Metric,
     edits: dict[str, HookFn] | None = None,
 ) -> torch.Tensor:
@@ -103,7 +108,7 @@ def metric_of(
         return metric(model(tokens, logits_at=last), pairs).float()
 
 
-def baselines(model: GPT, pairs: PromptPairs, corruption: Corruption, metric: Metric) -> Baselines:
+def baselines(model: GPT, pairs: TaskBatch, corruption: Corruption, metric: Metric) -> Baselines:
     clean = metric_of(model, pairs.clean, pairs.clean_last, pairs, metric).mean()
     corrupted = metric_of(
         model, corruption.tokens, pairs.corrupted_last, pairs, metric, corruption.edits
@@ -114,7 +119,7 @@ def baselines(model: GPT, pairs: PromptPairs, corruption: Corruption, metric: Me
 @torch.no_grad()
 def patch_scan(
     model: GPT,
-    pairs: PromptPairs,
+    pairs: TaskBatch,
     hook: str,
     masks: torch.Tensor,
     metric: Metric = logit_difference,
@@ -128,7 +133,8 @@ def patch_scan(
     each chunk of patches runs as one stacked batch.
     """
     corruption = corruption or other_prompts(pairs)
-    clean, valid = pairs.aligned(model.run_with_cache(pairs.clean, hook)[1][hook])
+    cached = model.run_with_cache(pairs.clean, hook)[1][hook]
+    clean, valid = pairs.at_corrupted_positions(cached)
     if masks.dim() != clean.dim() + 1:
         raise ValueError(f"masks for {hook} need {clean.dim() + 1} dims, got {masks.dim()}")
     masks = masks.to(clean.device) & valid.view(*valid.shape, *([1] * (clean.dim() - 2)))
@@ -144,13 +150,13 @@ def patch_scan(
         edits = repeated_edits(corruption.edits, copies)
         with model.edit(edits), model.edit({hook: put_back}):
             logits = model(corruption.tokens.repeat(copies, 1), logits_at=stacked.corrupted_last)
-        results.append(metric(logits, stacked).float().view(copies, pairs.n).mean(dim=1))
+        results.append(metric(logits, stacked).float().view(copies, pairs.n_pairs).mean(dim=1))
     return torch.cat(results)
 
 
 def attribution_effects(
     model: GPT,
-    pairs: PromptPairs,
+    pairs: TaskBatch,
     hooks: list[str],
     metric: Metric = logit_difference,
     corruption: Corruption | None = None,
@@ -167,7 +173,7 @@ def attribution_effects(
     gradients = torch.autograd.grad(value, [corrupted[h] for h in hooks], allow_unused=True)
     effects = {}
     for hook, gradient in zip(hooks, gradients, strict=True):
-        aligned, valid = pairs.aligned(clean[hook])
+        aligned, valid = pairs.at_corrupted_positions(clean[hook])
         if gradient is None:  # the metric does not depend on this hook
             effects[hook] = torch.zeros_like(aligned)
             continue
@@ -186,16 +192,9 @@ def masked_sums(effects: torch.Tensor, masks: torch.Tensor, chunk: int = 64) -> 
     )
 
 
-def repeat_pairs(pairs: PromptPairs, copies: int) -> PromptPairs:
-    return replace(
-        pairs,
-        clean=pairs.clean.repeat(copies, 1),
-        corrupted=pairs.corrupted.repeat(copies, 1),
-        clean_last=pairs.clean_last.repeat(copies),
-        corrupted_last=pairs.corrupted_last.repeat(copies),
-        clean_answer=pairs.clean_answer.repeat(copies),
-        corrupted_answer=pairs.corrupted_answer.repeat(copies),
-    )
+def repeat_pairs(pairs: TaskBatch, copies: int) -> TaskBatch:
+    """`copies` copies of every pair, copy after copy (pair order 0..n-1, 0..n-1, ...)."""
+    return pairs.subset(torch.arange(pairs.n_pairs).repeat(copies))
 
 
 # The specialisations: which hook each row of the grid patches, and the patches of a row.
@@ -208,16 +207,19 @@ class Site:
     def hooks(self, model: GPT) -> list[str]:
         return [self.hook.format(layer=layer) for layer in range(model.config.n_layer)]
 
-    def masks(self, model: GPT, pairs: PromptPairs) -> tuple[torch.Tensor, list[str]]:
+    def masks(
+        self, model: GPT, pairs: TaskBatch, token_text: TokenText | None = None
+    ) -> tuple[torch.Tensor, list[str]]:
         """[n_patches, ...] masks for one layer's hook, and a label per patch."""
         config = model.config
         if self.column_axis == "position":
-            back = torch.arange(pairs.n_positions - 1, -1, -1)  # oldest first
-            last = pairs.corrupted_last
-            at = last.view(1, -1) - back.view(-1, 1).to(last.device)  # [K, n], corrupted
-            width = pairs.corrupted.shape[1]
-            masks = torch.nn.functional.one_hot(at, width).bool().unsqueeze(-1)  # [K, n, T, 1]
-            return masks, list(pairs.labels)
+            # One column per clean position counted back from the last token; in each pair it
+            # marks the corrupted position aligned to that clean token (none if it has none).
+            source = pairs.counterparts()  # [n, T]: clean position of each corrupted one
+            back = torch.arange(shared_positions(pairs) - 1, -1, -1, device=source.device)
+            wanted = pairs.clean_last.to(source.device).view(1, -1, 1) - back.view(-1, 1, 1)
+            masks = (source.unsqueeze(0) == wanted).unsqueeze(-1)  # [K, n, T, 1]
+            return masks, position_labels(pairs, token_text)
         if self.column_axis == "head":
             eye = torch.eye(config.n_head, dtype=torch.bool)
             return eye.view(config.n_head, 1, 1, config.n_head, 1), [
@@ -254,17 +256,18 @@ class PatchResult:
 
 def patching(
     model: GPT,
-    pairs: PromptPairs,
+    pairs: TaskBatch,
     site: str = "resid",
     method: str = "activation",
     metric: str = "logit_diff",
     corruption: Corruption | None = None,
     sites: dict[str, Site] = PATCH_SITES,
     last: int | None = None,
+    token_text: TokenText | None = None,
 ) -> PatchResult:
     """Patch every layer x (position | head | neuron) of `site` from clean into corrupted,
     or estimate it all by attribution; values are the share of the metric's gap restored.
-    `last` keeps only the last positions of a position scan."""
+    `last` keeps only the last positions of a position scan; `token_text(id)` labels them."""
     if site not in sites:
         raise UserError(f"unknown site {site!r} (choose from {', '.join(sites)})")
     if metric not in METRICS:
@@ -273,11 +276,12 @@ def patching(
         raise UserError(f"unknown method {method!r} (activation or attribution)")
     where, score = sites[site], METRICS[metric]
     positions = pairs.corrupted.shape[1]
-    needed = patching_bytes(model.config, where, pairs.n, positions, method == "attribution")
-    require_memory(needed, f"--n {pairs.n} pairs of {positions} tokens", model_device(model))
+    n = pairs.n_pairs
+    needed = patching_bytes(model.config, where, n, positions, method == "attribution")
+    require_memory(needed, f"--n {n} pairs of {positions} tokens", model_device(model))
     corruption = corruption or other_prompts(pairs)
     base = baselines(model, pairs, corruption, score)
-    masks, columns = where.masks(model, pairs)
+    masks, columns = where.masks(model, pairs, token_text)
     if last is not None and where.column_axis == "position":
         masks, columns = masks[-last:], columns[-last:]
     hooks = where.hooks(model)
@@ -287,7 +291,7 @@ def patching(
     else:
         rows = [patch_scan(model, pairs, hook, masks, score, corruption) for hook in hooks]
     values = base.recovered(torch.stack(rows).cpu())
-    return PatchResult(site, method, where.column_axis, values, columns, base, metric, pairs.n)
+    return PatchResult(site, method, where.column_axis, values, columns, base, metric, n)
 
 
 def patching_bytes(
@@ -314,22 +318,42 @@ def model_device(model: GPT) -> str:
     return str(next(model.parameters()).device)
 
 
+def clean_against_itself(pairs: TaskBatch) -> TaskBatch:
+    """The clean prompts paired with themselves: causal tracing's corrupted run is the clean
+    prompt with noise, so its positions align one to one and its last token is the clean one.
+    The answers stay the pair's: the clean answer against the corrupted prompt's."""
+    n = pairs.n_pairs
+    twice = lambda values: torch.cat([values, values])  # noqa: E731
+    return TaskBatch(
+        tokens=twice(pairs.clean),
+        last=twice(pairs.clean_last),
+        correct=twice(pairs.clean_answer),
+        wrong=twice(pairs.corrupted_answer),
+        n_pairs=n,
+    )
+
+
 def noised_subjects(
-    model: GPT, pairs: PromptPairs, samples: int = 5, noise: float = 3.0, seed: int = 0
-) -> tuple[PromptPairs, Corruption]:
+    model: GPT, pairs: TaskBatch, samples: int = 5, noise: float = 3.0, seed: int = 0
+) -> tuple[TaskBatch, Corruption]:
     """ROME's corruption: the clean prompts with Gaussian noise (`noise` x the embeddings'
     standard deviation) added to the subject tokens' embeddings, `samples` draws per pair.
-    The subject is where the pair's two prompts differ: the tokens that decide the answer."""
-    subject = pairs.clean != pairs.corrupted  # [n, T]
-    if not subject.any():
-        raise UserError("the clean and corrupted prompts are identical: no subject to noise")
+    The subject is what the pair's alignment marks as differing in the clean prompt: the
+    tokens that decide the answer, and none of the tokens an insertion merely shifted."""
+    subject = pairs.differing_positions()  # [n, T]
+    identical = int((~subject.any(dim=1)).sum())
+    if identical:
+        raise UserError(
+            f"{identical} of {pairs.n_pairs} pairs have identical clean and corrupted prompts: "
+            "no token to noise"
+        )
     # The noise itself, and the scan of `samples` noised copies of every pair that follows.
-    rows, positions, config = samples * pairs.n, pairs.clean.shape[1], model.config
+    rows, positions, config = samples * pairs.n_pairs, pairs.clean.shape[1], model.config
     noise_bytes = rows * positions * config.d_model * FLOAT_BYTES
     scan = patching_bytes(config, TRACE_SITES["resid"], rows, positions, attribution=False)
-    what = f"--samples {samples} of --n {pairs.n} pairs of {positions} tokens"
+    what = f"--samples {samples} of --n {pairs.n_pairs} pairs of {positions} tokens"
     require_memory(noise_bytes + scan, what, model_device(model))
-    repeated = repeat_pairs(pairs, samples)
+    repeated = repeat_pairs(clean_against_itself(pairs), samples)
     scale = noise * float(model.wte.weight.detach().std())
     generator = torch.Generator().manual_seed(seed)
     shape = (*repeated.clean.shape, model.config.d_model)
@@ -345,16 +369,33 @@ def noised_subjects(
 
 def causal_trace(
     model: GPT,
-    pairs: PromptPairs,
+    pairs: TaskBatch,
     kind: str = "resid",
     samples: int = 5,
     seed: int = 0,
     last: int | None = None,
+    token_text: TokenText | None = None,
 ) -> PatchResult:
     """Recovery of the clean answer's probability when one hidden state (layer x position) of
-    the noised run is restored from the clean run: ROME's causal tracing heatmap."""
+    the noised run is restored from the clean run: ROME's causal tracing heatmap. Columns are
+    clean positions; a label ends in "*" where the first pair's token is noised."""
     repeated, corruption = noised_subjects(model, pairs, samples=samples, seed=seed)
     result = patching(
-        model, repeated, kind, "activation", "prob", corruption, sites=TRACE_SITES, last=last
+        model,
+        repeated,
+        kind,
+        "activation",
+        "prob",
+        corruption,
+        sites=TRACE_SITES,
+        last=last,
+        token_text=token_text,
     )
-    return replace(result, method="causal tracing")
+    noised = set(pairs.alignments[0].differing)
+    first_last = int(pairs.clean_last[0])
+    columns = list(result.columns)
+    for k in range(len(columns)):
+        if first_last - (len(columns) - 1 - k) in noised:
+            columns[k] += "*"
+    # Means are over `samples` noise draws of each pair; the pairs are the ones given.
+    return replace(result, method="causal tracing", columns=columns, n_pairs=pairs.n_pairs)

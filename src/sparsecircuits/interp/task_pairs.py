@@ -1,101 +1,95 @@
-"""Task-suite pairs as the toolkit's inputs: clean (A) and corrupted (B) prompts with the
-two answers the metrics compare, aligned from their last tokens.
+"""The toolkit's inputs: task pairs as one `tasks.TaskBatch`, clean (A) rows against corrupted
+(B) rows, from a built-in task or a pairs file; and the labels of a position scan's columns.
 
-The two prompts of a pair need not tokenise to the same length (in many tasks they do not):
-positions are counted back from each prompt's last token, so "position -1" is the token the
-answer follows in both, and a clean activation is put back at the corrupted position the same
-distance from the end. Positions that exist in only one prompt are never patched.
+The batch's token-level alignment (`TaskBatch.alignments`) decides which clean tokens differ
+and where each clean activation goes in the corrupted prompt, so prompts of different lengths
+(a token inserted or deleted) are compared token by token, not position by position. A
+position scan has one column per clean position counted back from the last token (the answer
+position of both prompts): column "-k" patches, in every pair, the corrupted position aligned
+to the clean token k before the last, and nothing in a pair where that token has no
+counterpart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-import torch
-
+from sparsecircuits.errors import UserError
 from sparsecircuits.loading import Run
-from sparsecircuits.tasks import TaskBatch, encode_pairs, task_pairs
+from sparsecircuits.tasks import (
+    TaskBatch,
+    TaskPair,
+    encode_pairs,
+    read_pairs_jsonl,
+    task_pairs,
+)
+
+TokenText = Callable[[int], str]
 
 
 @dataclass
-class PromptPairs:
-    clean: torch.Tensor  # [n, T] token ids, right-padded
-    corrupted: torch.Tensor  # [n, T]
-    clean_last: torch.Tensor  # [n] position of each clean prompt's last token
-    corrupted_last: torch.Tensor  # [n]
-    clean_answer: torch.Tensor  # [n] the clean prompt's answer token
-    corrupted_answer: torch.Tensor  # [n] the corrupted prompt's answer token
-    labels: list[str]  # labels of the last `n_positions` positions, oldest first
+class TaskInput:
+    """The pairs a command analyses: their batch (trimmed), a label for file names and titles,
+    the skips, and which input pairs the batch's rows are."""
 
-    @property
-    def n(self) -> int:
-        return self.clean.shape[0]
+    label: str
+    batch: TaskBatch
+    skipped: dict[str, int]
+    kept: list[int]
 
-    @property
-    def n_positions(self) -> int:
-        """Positions every prompt of every pair has, counted back from the last token."""
-        return int(torch.minimum(self.clean_last, self.corrupted_last).min()) + 1
-
-    def aligned(self, clean_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Clean activations [n, T_clean, ...] moved to the corrupted prompts' positions
-        ([n, T_corrupted, ...], the same distance from the last token), and where that is
-        defined ([n, T_corrupted] bool)."""
-        width = self.corrupted.shape[1]
-        position = torch.arange(width, device=self.clean.device).view(1, -1)
-        source = position + (self.clean_last - self.corrupted_last).view(-1, 1)
-        valid = (source >= 0) & (position <= self.corrupted_last.view(-1, 1))
-        index = source.clamp(0, clean_values.shape[1] - 1)
-        index = index.view(*index.shape, *([1] * (clean_values.dim() - 2)))
-        gathered = clean_values.gather(1, index.expand(-1, -1, *clean_values.shape[2:]))
-        return gathered, valid
-
-    def to(self, device: torch.device | str) -> PromptPairs:
-        moved = {
-            name: getattr(self, name).to(device)
-            for name in (
-                "clean",
-                "corrupted",
-                "clean_last",
-                "corrupted_last",
-                "clean_answer",
-                "corrupted_answer",
-            )
-        }
-        return PromptPairs(**moved, labels=self.labels)
+    @classmethod
+    def encoded(cls, label: str, pairs: list[TaskPair], run: Run) -> TaskInput:
+        encoded = encode_pairs(pairs, run.tokenizer, run.model_config.n_ctx)
+        return cls(label, encoded.batch.trimmed(), encoded.skipped, encoded.kept)
 
 
-def pairs_from_batch(batch: TaskBatch, token_text=None) -> PromptPairs:  # noqa: ANN001
-    """The pairs of an encoded task batch; `token_text(id)` labels the positions."""
-    n = batch.n_pairs
-    tokens = batch.trimmed().tokens
-    pairs = PromptPairs(
-        clean=tokens[:n],
-        corrupted=tokens[n:],
-        clean_last=batch.last[:n],
-        corrupted_last=batch.last[n:],
-        clean_answer=batch.correct[:n],
-        corrupted_answer=batch.correct[n:],
-        labels=[],
-    )
-    pairs.labels = position_labels(pairs, token_text)
-    return pairs
+def task_input(run: Run, task: str | None, pairs_file: Path | None, n: int, seed: int) -> TaskInput:
+    """`n` test pairs of a built-in task, or every pair of a JSONL pairs file (as `prune
+    --pairs` reads it), for the model in `run`."""
+    return TaskInput.encoded(*pairs_to_analyse(task, pairs_file, n, seed), run)
 
 
-def position_labels(pairs: PromptPairs, token_text=None) -> list[str]:  # noqa: ANN001
-    """Labels of the shared positions (oldest first), from the first pair: "tok" where the two
-    prompts agree, "a/b" where they differ; "-k" when there is no tokenizer."""
+def pairs_to_analyse(
+    task: str | None, pairs_file: Path | None, n: int, seed: int
+) -> tuple[str, list[TaskPair]]:
+    """A label and the pairs of exactly one of `task` and `pairs_file`, as text: every bad
+    input is refused here, before any model is loaded."""
+    if (task is None) == (pairs_file is None):
+        raise UserError("give exactly one of --task NAME or --pairs FILE.jsonl")
+    if task is not None:
+        return task, task_pairs(task, "test", n, seed)
+    return Path(pairs_file).stem, read_pairs_jsonl(pairs_file)
+
+
+def task_batch(run: Run, task: str, n: int = 64, seed: int = 0) -> TaskBatch:
+    """`n` test pairs of a built-in task for the model in `run`, trimmed."""
+    return task_input(run, task, None, n, seed).batch
+
+
+def shared_positions(batch: TaskBatch) -> int:
+    """How many positions, counted back from the last token, every clean prompt has."""
+    return int(batch.clean_last.min()) + 1
+
+
+def position_labels(batch: TaskBatch, token_text: TokenText | None = None) -> list[str]:
+    """Labels of a position scan's columns (oldest first), from the first pair: the clean token
+    where the corrupted prompt has the same one aligned to it, "a/b" where it was substituted,
+    "a/-" where it has no counterpart; "-k" and "last" without a tokenizer."""
+    if token_text is None:
+        return [f"-{back}" if back else "last" for back in reversed(range(shared_positions(batch)))]
+    counterpart = batch.alignments[0].counterpart
+    clean_of = {i: j for j, i in enumerate(counterpart) if i >= 0}  # clean -> corrupted
+    last = int(batch.clean_last[0])
     labels = []
-    for back in reversed(range(pairs.n_positions)):
-        if token_text is None:
-            labels.append(f"-{back}" if back else "last")
+    for back in reversed(range(shared_positions(batch))):
+        position = last - back
+        clean_text = token_text(int(batch.clean[0, position]))
+        if position not in clean_of:
+            labels.append(f"{clean_text}/-")
             continue
-        a = int(pairs.clean[0, int(pairs.clean_last[0]) - back])
-        b = int(pairs.corrupted[0, int(pairs.corrupted_last[0]) - back])
-        labels.append(token_text(a) if a == b else f"{token_text(a)}/{token_text(b)}")
+        corrupted_token = int(batch.corrupted[0, clean_of[position]])
+        same = corrupted_token == int(batch.clean[0, position])
+        labels.append(clean_text if same else f"{clean_text}/{token_text(corrupted_token)}")
     return labels
-
-
-def task_prompt_pairs(run: Run, task: str, n: int = 64, seed: int = 0) -> PromptPairs:
-    """`n` test pairs of a built-in task for the model in `run`."""
-    encoded = encode_pairs(task_pairs(task, "test", n, seed), run.tokenizer, run.model_config.n_ctx)
-    return pairs_from_batch(encoded.batch, run.tokenizer.id_to_token_text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -18,7 +19,7 @@ from sparsecircuits.tasks.pairs import (
     describe_skips,
     read_pairs_jsonl,
 )
-from sparsecircuits.tasks.suite import SPLITS, TASKS, get_task, task_pairs
+from sparsecircuits.tasks.suite import CONTROL_TASKS, SPLITS, TASKS, get_task, task_pairs
 
 LOSS_MEANING = (
     "loss: -log p(correct answer token) in nats, softmax over the two answer tokens only, at each "
@@ -35,12 +36,16 @@ def tasks() -> None:
 @tasks.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_tasks(as_json: bool) -> None:
-    """Name and description of every task."""
-    rows = [{"name": task.name, "description": task.description} for task in TASKS.values()]
+    """Name and description of every task, then the control tasks (no meaning in Python)."""
+    rows = [
+        {"name": task.name, "description": task.description, "control": control}
+        for control, registry in ((False, TASKS), (True, CONTROL_TASKS))
+        for task in registry.values()
+    ]
     if as_json:
         click.echo(json_text(rows))
         return
-    width = max(len(name) for name in TASKS)
+    width = max(len(row["name"]) for row in rows)
     for row in rows:
         click.echo(f"{row['name']:<{width}}  {row['description']}")
 
@@ -54,13 +59,28 @@ def list_tasks(as_json: bool) -> None:
 @click.option(
     "--tokenizer", "tokenizer_file", type=click.Path(path_type=Path), help="Tokenizer JSON file."
 )
+@click.option(
+    "--jsonl",
+    is_flag=True,
+    help="Print the pairs as JSONL, the format of --pairs (prune, tasks eval, trace).",
+)
 def show(
-    name: str, n: int, split: str, seed: int, run: Path | None, tokenizer_file: Path | None
+    name: str,
+    n: int,
+    split: str,
+    seed: int,
+    run: Path | None,
+    tokenizer_file: Path | None,
+    jsonl: bool,
 ) -> None:
     """Print a few pairs of task NAME, with their answer tokens when a tokenizer is given."""
     if run is not None and tokenizer_file is not None:
         raise UserError("give --run or --tokenizer, not both")
     pairs = task_pairs(name, split, n, seed)
+    if jsonl:
+        for pair in pairs:
+            click.echo(json_text(asdict(pair), indent=None))
+        return
     tokenizer = load_tokenizer(run, tokenizer_file)
     for number, pair in enumerate(pairs, start=1):
         click.echo(f"=== {name} {split} pair {number} of {len(pairs)}")

@@ -27,6 +27,14 @@ def candidate_logits(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
     return logits.gather(1, candidates)
 
 
+def logit_margins(logits: torch.Tensor, answer: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """[rows] logit(answer) - logit(other), one token pair per row of logits [rows, vocab]: the
+    answer margin of every metric here and of the toolkit's (patching, lenses)."""
+    candidates = torch.stack([answer, other], dim=1).to(logits.device)
+    pair_logits = logits.gather(1, candidates)
+    return pair_logits[:, 0] - pair_logits[:, 1]
+
+
 def task_losses(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
     """[2n] per-sequence loss -log softmax([correct, wrong])[correct], in nats."""
     pair_logits = candidate_logits(logits, batch).float()
@@ -54,9 +62,7 @@ def answer_margins(model: GPT, batch: TaskBatch, chunk: int = 32) -> torch.Tenso
         width = int(batch.last[rows].max()) + 1
         tokens, last = batch.tokens[rows, :width].to(device), batch.last[rows].to(device)
         logits = model(tokens, logits_at=last)  # [rows, vocab]
-        candidates = torch.stack([batch.correct[rows], batch.wrong[rows]], dim=1).to(device)
-        pair_logits = logits.gather(1, candidates)
-        margins.append(pair_logits[:, 0] - pair_logits[:, 1])
+        margins.append(logit_margins(logits, batch.correct[rows], batch.wrong[rows]))
     return torch.cat(margins)[torch.argsort(by_length).to(device)]  # back in batch order
 
 

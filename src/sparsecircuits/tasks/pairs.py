@@ -6,12 +6,18 @@ the first token of a continuation, so encoding a pair means finding that token: 
 after the prompt in the tokenisation of prompt + answer. Byte-level BPE can merge across the
 prompt/answer boundary; such pairs (and pairs whose two answers start with the same token, or
 whose prompts do not fit the model's context) are skipped and counted, never silently altered.
+
+The same batch serves the task loss (every prompt against its partner's answer), pruning and
+the toolkit's clean-vs-corrupted analyses: its A rows are the clean prompts, its B rows the
+corrupted ones, and `alignments` says, by a token-level diff (alignment.py), which clean tokens
+differ and which corrupted position each clean token corresponds to.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +27,7 @@ from pydantic import BaseModel, StringConstraints
 from sparsecircuits.data import CodeTokenizer
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import write_text_atomic
+from sparsecircuits.tasks.alignment import NO_COUNTERPART, PairAlignment, align_prompts
 from sparsecircuits.validation import parse_json
 
 PAIR_KEYS = ("prompt_a", "prompt_b", "answer_a", "answer_b")
@@ -84,13 +91,81 @@ class TaskBatch:
             n_pairs=self.n_pairs,
         )
 
+    # The pairs as clean (A) and corrupted (B) prompts, for analyses that run one against the
+    # other: views of the rows above, never copies.
+    @property
+    def clean(self) -> torch.Tensor:
+        """[n, T] the clean prompts' token ids, right-padded."""
+        return self.tokens[: self.n_pairs]
+
+    @property
+    def corrupted(self) -> torch.Tensor:
+        """[n, T] the corrupted prompts' token ids, right-padded."""
+        return self.tokens[self.n_pairs :]
+
+    @property
+    def clean_last(self) -> torch.Tensor:
+        return self.last[: self.n_pairs]
+
+    @property
+    def corrupted_last(self) -> torch.Tensor:
+        return self.last[self.n_pairs :]
+
+    @property
+    def clean_answer(self) -> torch.Tensor:
+        """[n] the clean prompts' answer tokens."""
+        return self.correct[: self.n_pairs]
+
+    @property
+    def corrupted_answer(self) -> torch.Tensor:
+        """[n] the answer the clean prompt must not give: its partner's (the B rows' own)."""
+        return self.wrong[: self.n_pairs]
+
+    @cached_property
+    def alignments(self) -> list[PairAlignment]:
+        """The diff of every pair's two prompts (computed once per batch, on the CPU)."""
+        tokens, last = self.tokens.cpu(), self.last.cpu().tolist()
+        prompts = [tokens[row, : last[row] + 1].tolist() for row in range(len(last))]
+        n = self.n_pairs
+        return [align_prompts(prompts[i], prompts[n + i]) for i in range(n)]
+
+    def differing_positions(self) -> torch.Tensor:
+        """[n, T] bool, on the batch's device: True at the clean tokens that differ from the
+        corrupted prompt's (what causal tracing noises)."""
+        mask = torch.zeros(self.clean.shape, dtype=torch.bool)
+        for row, alignment in enumerate(self.alignments):
+            mask[row, list(alignment.differing)] = True
+        return mask.to(self.tokens.device)
+
+    def counterparts(self) -> torch.Tensor:
+        """[n, T] int64, on the batch's device: the clean position aligned to each corrupted
+        position, NO_COUNTERPART (-1) where there is none (and on padding)."""
+        index = torch.full(self.corrupted.shape, NO_COUNTERPART, dtype=torch.int64)
+        for row, alignment in enumerate(self.alignments):
+            index[row, : len(alignment.counterpart)] = torch.tensor(alignment.counterpart)
+        return index.to(self.tokens.device)
+
+    def at_corrupted_positions(
+        self, clean_values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clean activations [n, T, ...] moved to the corrupted positions aligned to them
+        ([n, T, ...]), and where a corrupted position has a clean counterpart ([n, T] bool);
+        elsewhere the values are meaningless and must not be used."""
+        source = self.counterparts().to(clean_values.device)
+        valid = source != NO_COUNTERPART
+        index = source.clamp(min=0).view(*source.shape, *([1] * (clean_values.dim() - 2)))
+        moved = clean_values.gather(1, index.expand(-1, -1, *clean_values.shape[2:]))
+        return moved, valid
+
 
 @dataclass
 class EncodedTask:
-    """The usable pairs as a batch, and how many pairs were skipped for each reason."""
+    """The usable pairs as a batch, how many pairs were skipped for each reason, and which
+    pairs of the input (by index) the batch holds, in its order."""
 
     batch: TaskBatch
     skipped: dict[str, int]
+    kept: list[int] = field(default_factory=list)
 
 
 def answer_token(prompt_ids: list[int], full_ids: list[int]) -> int | None:
@@ -104,16 +179,25 @@ def answer_token(prompt_ids: list[int], full_ids: list[int]) -> int | None:
 
 def encode_pairs(pairs: list[TaskPair], tokenizer: CodeTokenizer, n_ctx: int) -> EncodedTask:
     """Tokenise the pairs the model can be asked about; count the rest by reason."""
-    batch, skipped = encode_usable_pairs(pairs, tokenizer, n_ctx)
+    batch, skipped, kept = encode_kept_pairs(pairs, tokenizer, n_ctx)
     if batch is None:
         raise UserError(describe_skips(len(pairs), skipped, n_ctx))
-    return EncodedTask(batch, skipped)
+    return EncodedTask(batch, skipped, kept)
 
 
 def encode_usable_pairs(
     pairs: list[TaskPair], tokenizer: CodeTokenizer, n_ctx: int
 ) -> tuple[TaskBatch | None, dict[str, int]]:
     """As encode_pairs, but None instead of an error when no pair is usable."""
+    batch, skipped, _ = encode_kept_pairs(pairs, tokenizer, n_ctx)
+    return batch, skipped
+
+
+def encode_kept_pairs(
+    pairs: list[TaskPair], tokenizer: CodeTokenizer, n_ctx: int
+) -> tuple[TaskBatch | None, dict[str, int], list[int]]:
+    """The batch of the usable pairs (None if there is none), the skips by reason, and the
+    indices in `pairs` of the pairs kept."""
     if not pairs:
         raise UserError("no task pairs to encode")
     texts = []
@@ -122,7 +206,7 @@ def encode_usable_pairs(
         texts += [pair.prompt_b, pair.prompt_b + pair.answer_b]
     ids = tokenizer.encode_batch(texts)
     skipped = dict.fromkeys(SKIP_REASONS, 0)
-    prompts_a, prompts_b, answers_a, answers_b = [], [], [], []
+    prompts_a, prompts_b, answers_a, answers_b, kept = [], [], [], [], []
     for i in range(len(pairs)):
         prompt_a, full_a, prompt_b, full_b = ids[4 * i : 4 * i + 4]
         answer_a = answer_token(prompt_a, full_a)
@@ -138,9 +222,11 @@ def encode_usable_pairs(
             prompts_b.append(prompt_b)
             answers_a.append(answer_a)
             answers_b.append(answer_b)
+            kept.append(i)
     if not prompts_a:
-        return None, skipped
-    return pad_batch(prompts_a + prompts_b, answers_a, answers_b, tokenizer.eot_id), skipped
+        return None, skipped, kept
+    batch = pad_batch(prompts_a + prompts_b, answers_a, answers_b, tokenizer.eot_id)
+    return batch, skipped, kept
 
 
 def describe_skips(n_pairs: int, skipped: dict[str, int], n_ctx: int) -> str:

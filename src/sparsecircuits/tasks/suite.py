@@ -1,5 +1,5 @@
 """The task suite: the registry of the 20 tasks of spec section 5 and one harder variant
-(single_double_quote_mixed), and their deterministic train/test splits."""
+(single_double_quote_mixed), and their deterministic train, validation and test splits."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sparsecircuits.errors import UserError
+from sparsecircuits.tasks.controls import nonsense_name_split
 from sparsecircuits.tasks.pairs import TaskPair
 from sparsecircuits.tasks.templates import (
     bracket_brace,
@@ -80,39 +81,55 @@ TASKS: dict[str, Task] = {
     ]
 }
 
-SPLITS = ("train", "test")
-# A prompt belongs to the test split when a hash of its text falls in the first of
-# TEST_BUCKETS buckets. A test pair needs both prompts there and a train pair neither, so no
-# prompt is ever in both splits, however many pairs are drawn.
-TEST_BUCKETS = 3
+# Not tasks of the suite: rules with no meaning in Python, for testing that pruning's guard
+# rejects what it finds there (tasks.controls). Pairs, splits and --pairs work as for a task.
+CONTROL_TASKS: dict[str, Task] = {
+    task.name: task
+    for task in [
+        describe(
+            nonsense_name_split,
+            "control: ' =' or '.' after a line's first name, by an arbitrary split of the names",
+        )
+    ]
+}
+
+SPLITS = ("train", "validation", "test")
+# A prompt's split is decided by a hash of its text alone: bucket 0 of SPLIT_BUCKETS is test,
+# bucket 1 validation, the rest train. A pair belongs to a split only when both its prompts do,
+# so no prompt is ever in two splits, however many pairs are drawn. Validation pairs choose
+# (training-time task losses, model selection, recipe tuning); test pairs only report.
+SPLIT_BUCKETS = 3
 
 
 def get_task(name: str) -> Task:
-    if name not in TASKS:
+    """A task of the suite or a control task, by name."""
+    task = TASKS.get(name) or CONTROL_TASKS.get(name)
+    if task is None:
         raise UserError(f"unknown task {name} (see `sparsecircuits tasks list`)")
-    return TASKS[name]
+    return task
 
 
-def in_test_split(prompt: str) -> bool:
-    return hashlib.sha256(prompt.encode("utf-8")).digest()[0] % TEST_BUCKETS == 0
+def prompt_split(prompt: str) -> str:
+    """The split a prompt belongs to, whatever pair it is drawn in."""
+    bucket = hashlib.sha256(prompt.encode("utf-8")).digest()[0] % SPLIT_BUCKETS
+    return SPLITS[2 - bucket] if bucket < 2 else "train"
 
 
 def task_pairs(name: str, split: str = "test", n: int = 256, seed: int = 0) -> list[TaskPair]:
     """n distinct pairs of a task, the same for the same (name, split, seed)."""
     task = get_task(name)
     if split not in SPLITS:
-        raise UserError(f"unknown split {split!r} (choose train or test)")
+        raise UserError(f"unknown split {split!r} (choose {', '.join(SPLITS)})")
     if n < 1:
         raise UserError(f"the number of pairs must be at least 1, got {n}")
     rng = random.Random(f"{name}/{split}/{seed}")
-    wanted = split == "test"
     pairs: list[TaskPair] = []
     drawn: set[tuple[str, str]] = set()
-    max_draws = 100 * n + 1000  # test pairs are kept about once in TEST_BUCKETS**2 draws
+    max_draws = 100 * n + 1000  # a pair is kept about once in SPLIT_BUCKETS**2 draws
     for _ in range(max_draws):
         pair = task.make_pair(rng)
         key = (pair.prompt_a, pair.prompt_b)
-        in_split = in_test_split(pair.prompt_a) == in_test_split(pair.prompt_b) == wanted
+        in_split = prompt_split(pair.prompt_a) == prompt_split(pair.prompt_b) == split
         if not in_split or key in drawn:
             continue
         drawn.add(key)

@@ -359,9 +359,10 @@ def mean_over_ranks(value: torch.Tensor, group: distributed.ProcessGroup) -> flo
 def task_eval_sets(
     names: list[str], tokenizer: CodeTokenizer, n_ctx: int, pairs: int = 256
 ) -> dict[str, TaskBatch]:
-    """Test pairs of the `--eval-tasks` tasks, encoded once, scored at every evaluation."""
+    """Validation pairs of the `--eval-tasks` tasks, encoded once, scored at every evaluation
+    (validation, not test: these curves choose checkpoints and recipes)."""
     return {
-        name: encode_pairs(task_pairs(name, "test", pairs), tokenizer, n_ctx).batch
+        name: encode_pairs(task_pairs(name, "validation", pairs), tokenizer, n_ctx).batch
         for name in names
     }
 

@@ -15,7 +15,7 @@ import torch
 from markupsafe import Markup
 
 from sparsecircuits.circuits.draw import circuit_svg
-from sparsecircuits.circuits.frontier import geometric_mean
+from sparsecircuits.circuits.spread import geometric_mean
 from sparsecircuits.errors import UserError
 from sparsecircuits.explain.units import Unit, check_units
 from sparsecircuits.files import write_text_atomic
