@@ -22,10 +22,13 @@ over tasks and seeds (circuits.spread):
     weight sparsity at a matched budget        dense-budget / sparse-topk
 
 Prunes are stored in the prune store (SQLite) and reused by a later run with the same
-settings; --fresh prunes again.
+settings; --fresh prunes again. The --json file is rewritten after every task and, when it
+exists, read first: a prune it records under the same key (the weights' hash, the pairs, the
+whole prune config and the recipe version) is reused, so a measurement too long for one sitting
+goes on where it stopped, on this machine or another.
 
     .venv/bin/python benchmarks/circuit_size.py --model sparse-topk=models/reference-sparse-topk \\
-        --model dense-topk=models/reference-dense-topk-matched --seeds 3 --json sizes.json
+        --model dense-topk=models/reference-dense-d32 --seeds 3 --json sizes.json
 """
 
 from __future__ import annotations
@@ -33,14 +36,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 from sparsecircuits.circuits import PruneConfig
+from sparsecircuits.circuits.circuit_file import model_hash
 from sparsecircuits.circuits.controls import pruned_controls
 from sparsecircuits.circuits.spread import bootstrap_size_ratio, median_range
-from sparsecircuits.circuits.store import PruneStore, stored_prune_metrics
+from sparsecircuits.circuits.store import PruneStore, prune_key, stored_prune_metrics
 from sparsecircuits.circuits.task_data import task_splits
 from sparsecircuits.errors import UserError
+from sparsecircuits.files import write_json_atomic
 from sparsecircuits.loading import Run, load_run
 from sparsecircuits.tasks import TASKS, encode_pairs, evaluate_task, task_pairs
 
@@ -63,22 +69,35 @@ def main() -> None:
         raise SystemExit(f"error: no ratio can be formed from the roles {sorted(runs)}")
     tasks = args.tasks.split(",") if args.tasks else list(TASKS)
     store = PruneStore()
+    recorded = recorded_prunes(args.json)
     rows = []
     for task in tasks:
         full = {role: validation_loss(run, task) for role, run in runs.items()}
         done = {role for role, loss in full.items() if loss <= args.target_loss}
         wanted = {role for pair in ratios.values() if set(pair) <= done for role in pair}
         row = {"task": task, "full_validation_loss": full, "models": {}}
+
+        def save_progress(prunes: list[dict], row: dict = row) -> None:
+            """After every prune: a sitting cut short keeps all it measured."""
+            if args.json:
+                done = [prune for result in row["models"].values() for prune in result["prunes"]]
+                progress = {"rows": rows, "in_progress": done + prunes, "complete": False}
+                write_json_atomic(args.json, progress)
+
         for role in sorted(wanted, key=ROLES.index):
-            row["models"][role] = prune_seeds(runs[role], paths[role], task, args, store)
+            row["models"][role] = prune_seeds(
+                runs[role], paths[role], task, args, store, recorded, save_progress
+            )
         if args.controls and "sparse-topk" in row["models"]:
             splits = task_splits(runs["sparse-topk"], task, None)
             row["controls"] = pruned_controls(runs["sparse-topk"], splits, config_for(args, 0))
         rows.append(row)
         print(describe(row), flush=True)
+        if args.json:
+            write_json_atomic(args.json, {"rows": rows, "complete": False})
     summary = summarise(rows, ratios)
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
+        write_json_atomic(args.json, {"rows": rows, "summary": summary, "complete": True})
 
 
 def parse_args() -> argparse.Namespace:
@@ -119,22 +138,49 @@ def validation_loss(run: Run, task: str) -> float:
     return evaluate_task(run.model, batch)["loss"]
 
 
+def recorded_prunes(path: Path | None) -> dict[str, dict]:
+    """The prunes an earlier run of this benchmark wrote to `path`, by key."""
+    if path is None or not path.is_file():
+        return {}
+    saved = json.loads(path.read_text())
+    prunes = [
+        prune
+        for row in saved["rows"]
+        for result in row["models"].values()
+        for prune in result["prunes"]
+    ]
+    return {prune["key"]: prune for prune in prunes + saved.get("in_progress", [])}
+
+
 def prune_seeds(
-    run: Run, path: Path, task: str, args: argparse.Namespace, store: PruneStore
+    run: Run,
+    path: Path,
+    task: str,
+    args: argparse.Namespace,
+    store: PruneStore,
+    recorded: dict[str, dict],
+    save_progress: Callable[[list[dict]], None],
 ) -> dict:
     """One prune per seed: its edges, nodes, test loss, verdict and effort, and the spread."""
     prunes = []
+    weights = model_hash(run)
     for seed in range(args.seeds):
         splits = task_splits(run, task, None, seed)
+        config = config_for(args, seed)
+        key = prune_key(weights, splits, config)
+        if key in recorded and not args.fresh:
+            print(f"  {task} ({path}, seed {seed}): recorded in {args.json}", flush=True)
+            prunes.append(recorded[key])
+            continue
         try:
-            metrics = stored_prune_metrics(
-                run, path, splits, config_for(args, seed), store, args.fresh, print
-            )
+            metrics = stored_prune_metrics(run, path, splits, config, store, args.fresh, print)
         except UserError as error:
-            prunes.append({"seed": seed, "error": str(error)})
+            prunes.append({"seed": seed, "key": key, "error": str(error)})
+            save_progress(prunes)
             continue
         kept = ("edges", "nodes", "circuit_loss", "accepted", "effort")
-        prunes.append({"seed": seed} | {key: metrics.get(key) for key in kept})
+        prunes.append({"seed": seed, "key": key} | {name: metrics.get(name) for name in kept})
+        save_progress(prunes)
     edges = [prune["edges"] for prune in prunes if "error" not in prune]
     return {"prunes": prunes, "edges": median_range(edges) if edges else None}
 

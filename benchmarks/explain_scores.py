@@ -4,12 +4,13 @@ sparser models are more explainable).
 
 Every k-th neuron of every layer is explained by each backend on the same activation records
 (one streaming pass per model and layer), scored on the held-out half. Prints, per model,
-layer and backend, the mean top-and-random and random-only correlation (units whose score is
-undefined, e.g. never active on random text, are left out and counted) and the mean ablation
-score. Everything lands in one SQLite database (--db) for later queries.
+layer and backend, the mean top-and-random and random-only correlation and the mean ablation
+score, each over the units it is defined for, with the number of units it is not (e.g. never
+active on random text) as "(N unscored)". Everything lands in one SQLite database (--db)
+for later queries.
 
     .venv/bin/python benchmarks/explain_scores.py models/reference-sparse-topk \
-        models/reference-dense-topk-budget --per-layer 32
+        models/reference-dense-sink-budget --per-layer 32
 """
 
 from __future__ import annotations
@@ -65,36 +66,39 @@ def main() -> None:
                     ]
                 table.append(summary(path.name, layer, name, rows))
                 print(format_row(table[-1]), flush=True)
-    print("\n| model | layer | backend | top-and-random | random-only | ablation | units scored |")
+    print("\n| model | layer | backend | top-and-random | random-only | ablation | units |")
     print("|---|---|---|---|---|---|---|")
     for row in table:
         print(format_row(row))
 
 
 def summary(model: str, layer: int, backend: str, rows: list[dict]) -> dict:
-    def mean(column: str) -> float | None:
-        values = [row[column] for row in rows if row[column] is not None]
-        return statistics.mean(values) if values else None
+    """Mean of each score over the units it is defined for, and how many units had none."""
 
-    scored = sum(row["score_top_and_random"] is not None for row in rows)
+    def mean(column: str) -> tuple[float | None, int]:
+        values = [row[column] for row in rows if row[column] is not None]
+        return (statistics.mean(values) if values else None), len(rows) - len(values)
+
     return {
         "model": model,
         "layer": layer,
         "backend": backend,
+        "units": len(rows),
         "top_and_random": mean("score_top_and_random"),
         "random_only": mean("score_random_only"),
         "ablation": mean("ablation_score"),
-        "scored": f"{scored}/{len(rows)}",
     }
 
 
 def format_row(row: dict) -> str:
-    def fmt(value: float | None) -> str:
-        return "-" if value is None else f"{value:.3f}"
+    def fmt(pair: tuple[float | None, int]) -> str:
+        value, unscored = pair
+        shown = "-" if value is None else f"{value:.3f}"
+        return f"{shown} ({unscored} unscored)" if unscored else shown
 
     return (
         f"| {row['model']} | {row['layer']} | {row['backend']} | {fmt(row['top_and_random'])} | "
-        f"{fmt(row['random_only'])} | {fmt(row['ablation'])} | {row['scored']} |"
+        f"{fmt(row['random_only'])} | {fmt(row['ablation'])} | {row['units']} |"
     )
 
 

@@ -18,7 +18,7 @@ from sparsecircuits.explain.baselines import TokenTableBaseline, WeightBaseline
 from sparsecircuits.explain.directions import ascend, unit_vector
 from sparsecircuits.explain.offline import Evidence, OfflineExplainer, OfflineSimulator
 from sparsecircuits.explain.pipeline import token_texts
-from sparsecircuits.explain.puzzles import SHIPPED
+from sparsecircuits.explain.puzzles import PUZZLE_SETS, SHIPPED
 from sparsecircuits.explain.records import HALVES, Excerpt, RecordSettings, collect_records
 from sparsecircuits.explain.rules import Rules, parse_rules, simulate_rules
 from sparsecircuits.explain.scoring import (
@@ -183,10 +183,167 @@ def test_simulated_rules_follow_their_context():
     assert simulate_rules(Rules(["Self"]), ["self", " Self", "Self"]) == [7.0, 9.0, 10.0]
 
 
+def excerpts_of(*texts: str) -> tuple[list[list[str]], list[list[float]]]:
+    """Hand-built excerpts: tokens separated by "|", the active ones marked with "^"."""
+    tokens = [[token.removesuffix("^") for token in text.split("|")] for text in texts]
+    active = [[10.0 if token.endswith("^") else 0.0 for token in text.split("|")] for text in texts]
+    return tokens, active
+
+
+# (true explanation, false ones, excerpts): one per kind of cue the prose simulator reads.
+PROSE_CASES = {
+    "next token": (
+        "the word 'to' is likely to come next",
+        ["the word 'to' itself", "the word right after 'to'", "verbs in general"],
+        ["I| want^| to| go| home", "We| are| going^| to| win", "He| went^| to| the| shop"],
+    ),
+    "previous token": (
+        "the word right after 'the'",
+        ["the word 'the' itself", "the word just before 'the'"],
+        ["I| saw| the| cat^| and| the| dog^", "the| sun^| rose| over| the| hill^"],
+    ),
+    "inside brackets": (
+        "anything between square brackets",
+        ["the square brackets themselves", "numbers"],
+        ["x| =| [|1^|,^| 2^|]", "f|(|1|,| 2|)", "see| [|page^| 4^|]"],
+    ),
+    "string literal": (
+        "the text of string literals in Python code",
+        ["quotation marks", "variable names"],
+        ['name| =| "|Alice^|"', "x| =| 42", 'print|(|"|hello^| world^|"|)'],
+    ),
+    "comment": (
+        "text in a Python comment",
+        ["the # symbol", "Python keywords"],
+        ["x| =| 1| #| set^| the^| counter^|\n|y| =| 2", "for| i| in| range|(|3|)|:|\n|    |pass"],
+    ),
+    "start of line": (
+        "the first word on a new line (after any indentation)",
+        ["indentation whitespace", "the last token on a line", "Python keywords"],
+        ["\n|import^| os|\n|import^| sys", "\n|def^| f|(|)|:|\n|    |return^| 1", "x| =| 1| if| a"],
+    ),
+    "end of sentence": (
+        "the last word of a sentence, just before the full stop",
+        ["the full stop", "the first word of a sentence"],
+        ["We| went| home^|.| It| was| late^|.", "version| =| 3|.|14"],
+    ),
+    "repeated phrase": (
+        "the second copy of a phrase that appeared earlier",
+        ["any single word that repeats", "the first time a phrase appears"],
+        ["press| the| green| button|.| then| press^| the^| green^| button^", "a| red| car| a| car"],
+    ),
+    "wrong arithmetic": (
+        "wrong answers to simple arithmetic",
+        ["the result of an arithmetic sum", "numbers", "the equals sign"],
+        [
+            "2| +| 2| =| 5^",
+            "3| +| 4| =| 7",
+            "half| of| 10| is| 6^",
+            "ten| times| ten| is| a| hundred",
+        ],
+    ),
+    "plural nouns": (
+        "plural nouns",
+        ["nouns of any kind", "verbs ending in s", "words ending in the letter s"],
+        [
+            "The| cats^| saw| the| dog",
+            "She| runs| to| the| books^",
+            "three| children^| sang| songs^",
+        ],
+    ),
+    "capitals": (
+        "capitalized words",
+        ["numbers", "the last word of a sentence"],
+        ["we| met| Alice^| and| Bob^| in| Paris^|.", "it| cost| 5| pounds|."],
+    ),
+    "examples": (
+        "words like maybe or perhaps",
+        ["the word 'not' itself", "modal verbs like must and should"],
+        ["Maybe^| we| should| go", "it| might| rain|,| perhaps^|,| or| not", "you| must| stay"],
+    ),
+    "spelling": (
+        "words ending in 'ing'",
+        ["verbs", "the word right after 'are'"],
+        ["we| are| going^| home| singing^| songs", "they| are| here| to| sing"],
+    ),
+    "variable reuse": (
+        "a variable name being used again after it was defined",
+        ["names of variables being assigned", "Python keywords", "function names"],
+        ["count| =| 0|\n|count^| +=| 1", "name| =| input|(|)|\n|print|(|name^|)"],
+    ),
+    "function defined": (
+        "the name of a function being defined",
+        ["function calls", "Python keywords"],
+        ["def| area^|(|r|)|:|\n|    |return| pi|(|)", "x| =| area|(|2|)"],
+    ),
+    "dictionary keys": (
+        "dictionary keys",
+        ["strings in quotes", "numbers"],
+        ['d| =| {|"|a^|"|:| 1|,| "|b^|"|:| 2|}', 'print|(|"|hi|"|)'],
+    ),
+    "keyword arguments": (
+        "keyword arguments in a function call",
+        ["variable names", "numbers in a function call"],
+        ["f|(|x|,| key^|=|1|)", "key| =| 2", "g|(|a|,| 3|)"],
+    ),
+    "word doubled": (
+        "a word that repeats the word just before it",
+        ["any single word that repeats", "the word 'the'"],
+        ["I| saw| the| the^| cat", "the| dog| and| the| cat| ran| ran^"],
+    ),
+    "sentence start": (
+        "capitalized words at the start of a sentence",
+        ["capitalized words", "the first word of a sentence"],
+        ["The^| cat| met| Bob|.| It^| was| late|.| and| then"],
+    ),
+    "word sense": (  # the one case that needs the sentence-embedding model
+        "the word 'bat' meaning the flying animal, not sports equipment",
+        ["the word bat in any sense", "words about sports"],
+        [
+            "A| bat^| flew| out| of| the| dark| cave",
+            "He| swung| the| bat| and| hit| the| ball",
+            "The| bat^| hunts| insects| at| night",
+            "a| cricket| bat| made| of| willow",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(PROSE_CASES))
+def test_prose_explanations_are_read_for_what_they_say(case):
+    """Each kind of cue: the true explanation, simulated offline, scores above every false
+    one on excerpts built so that only the true reading fits."""
+    truth, false, texts = PROSE_CASES[case]
+    tokens, active = excerpts_of(*texts)
+    simulator = OfflineSimulator()
+    true_score = correlation(active, simulator.simulate(truth, tokens))
+    false_scores = {text: correlation(active, simulator.simulate(text, tokens)) for text in false}
+    assert true_score is not None and true_score > 0.6, true_score
+    assert all(score is None or score < true_score for score in false_scores.values()), (
+        true_score,
+        false_scores,
+    )
+
+
+def test_explanations_in_the_token_grammar_still_read_by_the_grammar():
+    tokens = [["x", "(", " self", ",", " self"]]
+    simulator = OfflineSimulator()
+    assert simulator.simulate('the token " self", after "("', tokens) == [[0, 0, 10, 0, 3.0]]
+    # The same token named in prose: every " self" counts, wherever it stands.
+    assert simulator.simulate("the word 'self'", tokens) == [[0, 0, 10, 0, 10]]
+
+
 def test_correlation_and_explained_variance():
     true = [[0, 0, 5, 0], [1, 0, 0, 9]]
     assert correlation(true, true) == pytest.approx(1.0)
     assert explained_variance(true, [[0, 0, 10, 0], [2, 0, 0, 18]]) == pytest.approx(1.0)
+    # The best affine calibration: explained variance is r squared, not 2r - 1 ...
+    noisy = [[0, 1, 4, 0], [3, 0, 1, 7]]
+    r = correlation(true, noisy)
+    assert explained_variance(true, noisy) == pytest.approx(r * r)
+    assert explained_variance(true, noisy) != pytest.approx(2 * r - 1)
+    # ... and a calibration never turns an explanation upside down.
+    assert explained_variance(true, [[-v for v in row] for row in true]) == pytest.approx(0.0)
     assert correlation(true, [[3, 3, 3, 3], [3, 3, 3, 3]]) == 0.0
     assert correlation([[0, 0], [0, 0]], [[1, 2], [3, 4]]) is None  # nothing to predict
     anti = correlation(true, [[-v for v in row] for row in true])
@@ -332,9 +489,23 @@ def test_shipped_puzzles_rank_the_truth_first_offline():
     summary = json.loads(result.stdout)
     assert summary["puzzles"] >= 12
     assert summary["truth_ranked_first"] >= 0.6 * summary["puzzles"]
-    assert summary["truth_in_top2"] >= summary["truth_ranked_first"]
+    assert summary["top_two"] >= summary["truth_ranked_first"]
     for entry in summary["per_puzzle"]:
         assert entry["explainer_explanation"]
+
+
+def test_the_prose_puzzle_sets_run_by_name_beside_the_baseline():
+    result = run_in_process("puzzles", "run", "--set", "dev", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["puzzles"] == 19
+    assert summary["truth_ranked_first"] >= 15  # 19 when written; a margin for small changes
+    baseline = summary["baseline"]
+    assert 0 <= baseline["truth_ranked_first"] <= baseline["top_two"] <= summary["puzzles"]
+    assert baseline["truth_ranked_first"] < summary["truth_ranked_first"]
+    assert all(1 <= entry["baseline_rank"] <= 5 for entry in summary["per_puzzle"])
+    assert set(PUZZLE_SETS) == {"shipped", "dev", "heldout"}
+    assert all(path.is_file() for path in PUZZLE_SETS.values())
 
 
 def test_a_puzzle_whose_truth_is_wrong_is_not_ranked_first(tmp_path):
@@ -372,7 +543,17 @@ def test_a_bad_puzzle_file_is_one_line(tmp_path, content, fragment):
     path.write_text(content)
     result = run_in_process("puzzles", "run", str(path))
     lines = result.stderr.strip().splitlines()
-    assert result.returncode != 0 and len(lines) == 1 and fragment in lines[0], result.stderr
+    assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fragment"),
+    [(["--set", "nope"], "'nope' is not one of"), (["--set", "dev", "x.json"], "not both")],
+)
+def test_a_bad_puzzle_set_is_one_line(arguments, fragment):
+    result = run_in_process("puzzles", "run", *arguments)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
 
 
 # --- baselines ---------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ def test_an_empty_out_is_refused(out):
         (["--target-loss", "0"], "--target-loss"),
         (["--target-loss", "nan"], "--target-loss"),
         (["--steps", "0"], "--steps"),
-        (["--sweep", "0"], "--sweep"),
+        (["--sweep", "-1"], "--sweep"),
         (["--k-coef", "-1"], "--k-coef"),
         (["--seed", "-3"], "--seed"),
     ],

@@ -347,10 +347,12 @@ def explain_demo(model_path: Path, out: Path, circuit: dict | None) -> tuple[lis
     if circuit is not None:
         record = read_circuit(circuit_file)
         circuit = draw_for_report(loaded, record, out, circuit["total_nodes"])
-    scored = [row["score_top_and_random"] for row in rows if row["score_top_and_random"]]
+    scored = [row["score_top_and_random"] for row in rows]
+    scored = [score for score in scored if score is not None]
     mean = sum(scored) / len(scored) if scored else float("nan")
     click.echo(
-        f"      {len(rows)} units, mean top-and-random score {mean:.3f}, "
+        f"      {len(rows)} units, mean top-and-random score {mean:.3f} over "
+        f"{len(scored)} scored ({len(rows) - len(scored)} unscored), "
         f"{time.perf_counter() - started:.0f} s; best: {rows[0]['unit']}: "
         f"{rows[0]['explanation']}"
         if rows

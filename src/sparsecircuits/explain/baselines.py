@@ -8,6 +8,9 @@
   for first-layer MLP neurons, poor later (MLP units only).
 - next token: the offline explainer limited to "any token before X" explanations, for units
   that predict the next token rather than read the current one.
+- named tokens (for puzzles, which rank given explanations): no simulation at all; an
+  explanation scores by how many of the active tokens are words it names, less how many of
+  the inactive ones are. The bar a simulator must clear to show it reads more than keywords.
 
 Each baseline is its own explainer and simulator: `explain` builds the unit's predictor and
 returns a short description naming its strongest tokens (that text is the key the simulator
@@ -16,11 +19,16 @@ reads it back by), `simulate` applies it.
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 
 from sparsecircuits.explain.offline import Evidence, OfflineExplainer, candidate_rules
+from sparsecircuits.explain.prose import QUOTED
 from sparsecircuits.explain.rules import Rules, quote_list
+from sparsecircuits.explain.scoring import ACTIVE_FRACTION
+from sparsecircuits.explain.vocabulary import FRAMING, FUNCTION_WORDS, bare, inflections
 from sparsecircuits.loading import Run
 
 SHOWN_TOKENS = 5
@@ -94,3 +102,28 @@ class NextTokenBaseline(OfflineExplainer):
             for recipe, rules in candidate_rules(evidence).items()
             if rules.before and not rules.targets
         }
+
+
+def named_words(explanation: str) -> set[str]:
+    """The words an explanation names: what it quotes, and its content words (framing and
+    function words left out), each with its plural and third-person forms."""
+    quoted = [next(g for g in m.groups() if g is not None) for m in QUOTED.finditer(explanation)]
+    plain = FRAMING.sub(" ", QUOTED.sub(" ", explanation).lower())
+    words = {bare(q) for q in quoted if bare(q)}
+    words.update(w for w in re.findall(r"[a-z0-9]+", plain) if w not in FUNCTION_WORDS)
+    return {form for word in words for form in inflections(word)}
+
+
+def naming_score(
+    explanation: str, excerpts: list[list[str]], activations: list[list[float]]
+) -> float:
+    """Share of the active tokens (at least ACTIVE_FRACTION of the max) that are words the
+    explanation names, less that share of the inactive tokens."""
+    words = named_words(explanation)
+    top = max((max(row) for row in activations if row), default=0.0)
+    hits = {True: [], False: []}
+    for tokens, row in zip(excerpts, activations, strict=True):
+        for token, value in zip(tokens, row, strict=True):
+            hits[top > 0 and value >= ACTIVE_FRACTION * top].append(bare(token) in words)
+    share = {active: sum(found) / len(found) if found else 0.0 for active, found in hits.items()}
+    return share[True] - share[False]

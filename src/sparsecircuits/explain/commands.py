@@ -306,7 +306,10 @@ def directions(
     for label, group in (("searched", found), ("random", chance)):
         scores = [d["score"] for d in group if d["score"] is not None]
         mean = sum(scores) / len(scores) if scores else None
-        click.echo(f"{label} directions: mean score {fmt(mean)}")
+        click.echo(
+            f"{label} directions: mean top-and-random score {fmt(mean)} over {len(scores)} "
+            f"directions; {len(group) - len(scores)} unscored"
+        )
         for d in group:
             click.echo(f"  {fmt(d['score'])}  {d['explanation']}")
 
@@ -341,6 +344,14 @@ def puzzles() -> None:
 @puzzles.command("run")
 @click.argument("puzzle_file", required=False, type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
+    "--set",
+    "puzzle_set",
+    type=click.Choice(["shipped", "dev", "heldout"]),
+    help="A set that ships with the package instead of PUZZLE_FILE: shipped (the default; 16, "
+    "written for the offline grammar), dev (19 prose puzzles the offline simulator was "
+    "developed on) or heldout (19 more, for reporting only).",
+)
+@click.option(
     "--backend",
     type=click.Choice(["offline", "openai"]),
     default="offline",
@@ -350,15 +361,19 @@ def puzzles() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="The whole result as one JSON object.")
 @llm_options
-def run_puzzles(puzzle_file: Path | None, backend: str, as_json: bool, **llm: object) -> None:
+def run_puzzles(
+    puzzle_file: Path | None, puzzle_set: str | None, backend: str, as_json: bool, **llm: object
+) -> None:
     """Score every puzzle's true and false explanations, and the explainer's own.
 
     PUZZLE_FILE is a JSON list of {"name", "explanation", "false_explanations": [...],
-    "excerpts": [{"tokens": [...], "activations": [...]}]}; default: the 16 shipped puzzles.
+    "excerpts": [{"tokens": [...], "activations": [...]}]}; default: --set shipped.
     """
-    from sparsecircuits.explain.puzzles import SHIPPED, read_puzzles, solve_puzzles
+    from sparsecircuits.explain.puzzles import PUZZLE_SETS, read_puzzles, solve_puzzles
 
-    loaded = read_puzzles(puzzle_file or SHIPPED)
+    if puzzle_file is not None and puzzle_set is not None:
+        raise UserError("give a PUZZLE_FILE or --set, not both")
+    loaded = read_puzzles(puzzle_file or PUZZLE_SETS[puzzle_set or "shipped"])
     explainer, simulator, client = make_backend(backend, None, llm)
     result = solve_puzzles(loaded, explainer, simulator)
     if client is not None:
@@ -372,7 +387,9 @@ def run_puzzles(puzzle_file: Path | None, backend: str, as_json: bool, **llm: ob
             f"(r={fmt(entry['scores'][entry['truth']])}); explainer: "
             f"{entry['explainer_explanation']} (r={fmt(entry['explainer_score'])})"
         )
+    baseline = result["baseline"]
     click.echo(
-        f"truth ranked first on {result['truth_ranked_first']} of {result['puzzles']}, "
-        f"in the top two on {result['truth_in_top2']}"
+        f"{simulator.name} simulator: truth ranked first on {result['truth_ranked_first']} of "
+        f"{result['puzzles']} puzzles, in the top two on {result['top_two']}; named-tokens "
+        f"baseline: first on {baseline['truth_ranked_first']}, top two on {baseline['top_two']}"
     )

@@ -8,23 +8,27 @@ one), simulates each on the explain half only, and keeps the one whose simulatio
 best, preferring the shorter at a tie. The scoring half is never seen, so its scores are
 honest.
 
-The simulator reads an explanation alone: quoted tokens go through explain.rules; an
-explanation without quoted tokens (a person's or an LLM's prose) is simulated by sentence
-embeddings (explain.semantic), when that package is installed.
+The simulator reads an explanation alone: one in the quoted-token grammar goes through
+explain.rules; any other (a person's or an LLM's prose) is read by explain.prose, which
+understands context, position, repetition and word classes and leaves kinds of word by
+meaning to sentence embeddings (explain.semantic).
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from sparsecircuits.explain.prose import read, simulate_reading
 from sparsecircuits.explain.records import Excerpt
-from sparsecircuits.explain.rules import Rules, RulesSimulation, parse_rules
+from sparsecircuits.explain.rules import QUOTED, Rules, RulesSimulation, parse_rules
 from sparsecircuits.explain.scoring import ACTIVE_FRACTION, correlation
 
 MAX_TARGETS = 6  # tokens an explanation names at most: a sentence, not a lookup table
 MAX_CONTEXT = 3
+GRAMMAR_WORDS = {"the", "token", "tokens", "any", "or", "after", "before"}
 IN_SAMPLE_PENALTY = 0.3  # correlation an in-sample fit loses against a held-out one
 # Kinds of words the explainer can name instead of listing tokens, when a sentence-embedding
 # model is at hand (explain.semantic): a unit for colours should be "words that name colors",
@@ -109,14 +113,24 @@ class OfflineSimulator:
     def simulate(self, explanation: str, excerpts: list[list[str]]) -> list[list[float]]:
         """Predicted activation (0..10) of every token of every excerpt."""
         rules = parse_rules(explanation)
-        if not rules.empty():
+        if not rules.empty() and in_rules_grammar(explanation):
             simulation = RulesSimulation(rules)
             return [simulation(tokens) for tokens in excerpts]
+        return simulate_reading(read(explanation), excerpts, self.semantic_model)
+
+    def semantic_model(self):  # noqa: ANN201 (explain.semantic.SemanticSimulator)
         if self.semantic is None:
             from sparsecircuits.explain.semantic import shared_semantic
 
             self.semantic = shared_semantic()
-        return self.semantic.simulate(explanation, excerpts)
+        return self.semantic
+
+
+def in_rules_grammar(explanation: str) -> bool:
+    """Whether the explanation says no more than explain.rules reads: quoted tokens joined by
+    "the token(s)", "any token", "or", "after", "before" (anything else is prose)."""
+    rest = QUOTED.sub(" ", explanation).lower()
+    return set(re.findall(r"[^\s,.]+", rest)) <= GRAMMAR_WORDS
 
 
 class OfflineExplainer:
@@ -160,9 +174,10 @@ class OfflineExplainer:
             self.semantic = shared_semantic()
         excerpts = [evidence.texts(excerpt) for excerpt in evidence.excerpts]
         truth = [excerpt.activations for excerpt in evidence.excerpts]
+        simulator = OfflineSimulator(self.semantic)  # the one that will score the category
         best, best_score = CATEGORIES[0], -1.0
         for category in CATEGORIES:
-            score = correlation(truth, self.semantic.simulate(category, excerpts))
+            score = correlation(truth, simulator.simulate(category, excerpts))
             if score is not None and score > best_score:
                 best, best_score = category, score
         return best, best_score

