@@ -188,11 +188,22 @@ def test_the_hook_table_in_the_docs_lists_exactly_the_model_hooks():
     import re
     from pathlib import Path
 
+    from sparsecircuits.model.config import ACTIVATION_SPARSITY_SITES, RESIDUAL_SPARSITY_SITES
+
     table = (Path(__file__).parents[1] / "docs" / "hooks.md").read_text()
     documented = set(re.findall(r"^\| `([a-z_.L]+)` \|", table, flags=re.MULTILINE))
-    model = make_model(learned_positions=True)
-    actual = {re.sub(r"blocks\.\d+\.", "blocks.L.", name) for name in model.hook_names}
-    assert documented == actual
+
+    def names(model: GPT) -> set[str]:
+        return {re.sub(r"blocks\.\d+\.", "blocks.L.", name) for name in model.hook_names}
+
+    # AbsTopK at every site, the residual ones of imported models too: every row is a hook.
+    sites = [*ACTIVATION_SPARSITY_SITES, *RESIDUAL_SPARSITY_SITES]
+    assert documented == names(make_model(learned_positions=True, afrac=0.25, afrac_sites=sites))
+    # A dense model has no pre-top-k points; a LayerNorm model no norm scales.
+    dense = names(make_model(learned_positions=True))
+    assert dense == {name for name in documented if not name.endswith(".hook_in")}
+    layer_norm = names(make_model(learned_positions=True, norm="layer"))
+    assert layer_norm == {name for name in dense if not name.endswith(".hook_scale")}
 
 
 @pytest.mark.parametrize("options", OPTIONS)

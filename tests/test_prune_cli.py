@@ -321,3 +321,42 @@ def test_eap_circuits_get_the_pruners_post_processing_and_keep_the_raw_size(
     grown = post["verification"]["nodes_added"]
     assert post["nodes"] <= raw["nodes"] + grown
     assert post["trim"]["tried"] >= 1 and post["effort"]["mask_steps"] == 0
+
+
+def test_prune_strict_all_prunes_measures_and_records_the_circuit_alone(
+    quote_run: Path, tmp_path: Path
+) -> None:
+    circuit_file = tmp_path / "strict.json"
+    arguments = ["prune", str(quote_run), "--task", TASK, "--target-loss", "0.3", "--steps", "60"]
+    # --no-trim: trimming a strict circuit (a few hundred nodes here) one drop at a time is slow.
+    options = ["--no-trim", "--strict", "all", "--out", str(circuit_file), "--json"]
+    result = run_cli(*arguments, *options)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["strict"] == ["embedding", "topk", "norm"]
+    record = json.loads(circuit_file.read_text())
+    switches = ("embedding_nodes", "topk_after_ablation", "frozen_norm_scale")
+    assert all(record["prune_config"][name] is True for name in switches)
+    # Embedding channels are nodes like the others: counted, and only where a kept read is.
+    kinds = [node["kind"] for node in record["nodes"]]
+    assert len(kinds) == summary["nodes"] and "embed" in kinds
+    reads = {node["index"] for node in record["nodes"] if node["kind"].endswith(("_in", "_norm"))}
+    assert {node["index"] for node in record["nodes"] if node["kind"] == "embed"} <= reads
+    # `circuit eval` measures it as it was pruned (the space rebuilt from the record).
+    evaluate = ["circuit", "eval", str(circuit_file), str(quote_run), "--task", TASK, "--json"]
+    evaluated = run_cli(*evaluate)
+    assert evaluated.returncode == 0, evaluated.stderr
+    measured = json.loads(evaluated.stdout)
+    assert measured["strict"] == summary["strict"] and measured["nodes"] == summary["nodes"]
+    drawing = tmp_path / "strict.svg"
+    drawn = run_cli("circuit", "draw", str(circuit_file), "--out", str(drawing))
+    assert drawn.returncode == 0, drawn.stderr
+    assert "embedding" in drawing.read_text()
+
+
+def test_prune_strict_refuses_an_unknown_name_in_one_line(quote_run: Path) -> None:
+    result = run_cli("prune", str(quote_run), "--task", TASK, "--strict", "embedding,bogus")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == (
+        "error: --strict 'bogus' is not one of embedding, topk, norm or all (comma-separated)"
+    )

@@ -7,10 +7,12 @@ value (the same mean or zero the pruner uses) instead of the real one,
 with delta = ablated - actual source activation (for value -> attention-output edges the
 value change is first mixed by the clean attention pattern). Final-norm channels reach the
 logits through the unembedding, not through an edge of the space; each gets its node
-attribution as the score of a pseudo-edge to the output. All scores come from one forward and
-one backward pass. The circuit of the top-k edges keeps their endpoints; k is searched for the
-smallest circuit that reaches the target loss, measured exactly as the pruner's circuits are;
-`eap_outcome` then gives it the pruner's clean-up, trimming and verification (or not: raw).
+attribution as the score of a pseudo-edge to the output (and so does each token embedding
+channel, a node with `embedding_nodes`, which reaches its reads through the residual stream).
+All scores come from one forward and one backward pass. The circuit of the top-k edges keeps
+their endpoints; k is searched for the smallest circuit that reaches the target loss, measured
+exactly as the pruner's circuits are; `eap_outcome` then gives it the pruner's clean-up,
+trimming and verification (or not: raw).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 
 from sparsecircuits.circuits.checks import circuit_checks
 from sparsecircuits.circuits.config import PruneConfig
+from sparsecircuits.circuits.nodes import NodeGroup
 from sparsecircuits.circuits.pipeline import (
     PruneOutcome,
     measure_circuit,
@@ -50,12 +53,21 @@ TARGET_INPUT_HOOK = {"mlp_neuron": "mlp.hook_pre"}
 @dataclass
 class EdgeScores:
     """One score per edge candidate, aligned with (link index, target index, source index);
-    link index -1 marks a final-norm channel's pseudo-edge to the output."""
+    a negative link index marks a node's pseudo-edge (`pseudo_edge_groups`)."""
 
     scores: torch.Tensor  # [n]
     link: torch.Tensor  # [n]
     target: torch.Tensor  # [n]
     source: torch.Tensor  # [n]
+
+
+def pseudo_edge_groups(space: CircuitSpace) -> dict[int, NodeGroup]:
+    """Node groups joined to the rest by no weight, by the negative link index of their
+    pseudo-edges: -1 the final norm's channels, -2 the token embedding's (if nodes)."""
+    groups = {-1: space.groups[-1]}
+    if space.groups[0].kind == "embed":
+        groups[-2] = space.groups[0]
+    return groups
 
 
 def flat_channels(x: torch.Tensor) -> torch.Tensor:
@@ -100,12 +112,12 @@ def edge_scores(space: CircuitSpace, batch: TaskBatch) -> EdgeScores:
         score = weight * torch.einsum("bpt,bps->ts", gradient.float(), delta.float())
         target, source_index = (weight != 0).nonzero(as_tuple=True)
         parts.append((score[target, source_index], index, target, source_index))
-    final = space.groups[-1]
-    value = cache[final.hook].detach()
-    delta = space.replacements[final.hook].to(value.dtype) - value
-    final_scores = (gradients[final.hook] * delta).flatten(0, -2).sum(dim=0)  # [b, d] here
-    channels = torch.arange(final.width, device=space.device)
-    parts.append((final_scores, -1, channels, channels))
+    for index, group in pseudo_edge_groups(space).items():  # node attributions
+        value = cache[group.hook].detach()
+        delta = space.replacements[group.hook].to(value.dtype) - value
+        attribution = (gradients[group.hook] * delta).flatten(0, -2).sum(dim=0)
+        channels = torch.arange(group.width, device=space.device)
+        parts.append((attribution, index, channels, channels))
     return EdgeScores(
         scores=torch.cat([p[0].detach().cpu() for p in parts]),
         link=torch.cat([torch.full((len(p[2]),), p[1]) for p in parts]),
@@ -126,12 +138,13 @@ def top_edges_circuit(space: CircuitSpace, edges: EdgeScores, k: int) -> torch.T
     """The keep-vector of the endpoints of the k edges of largest |score|."""
     order = edges.scores.abs().argsort(descending=True)[:k]
     keep = space.empty()
+    pseudo = pseudo_edge_groups(space)
     for position in order.tolist():
         link = int(edges.link[position])
         target, source = int(edges.target[position]), int(edges.source[position])
         if link < 0:
-            final = space.groups[-1]
-            keep[space.position(final.layer, final.kind, target)] = True
+            group = pseudo[link]
+            keep[space.position(group.layer, group.kind, target)] = True
             continue
         link_of = space.links[link]
         keep[space.position(link_of.target.layer, link_of.target.kind, target)] = True
@@ -189,11 +202,12 @@ def node_scores(space: CircuitSpace, edges: EdgeScores) -> torch.Tensor:
     """Each node's summed |score| over the edges touching it (its "score" in a circuit file)."""
     scores = torch.zeros(space.size)
     magnitude = edges.scores.abs()
-    for index in range(-1, len(space.links)):
+    pseudo = pseudo_edge_groups(space)
+    for index in [*sorted(pseudo, reverse=True), *range(len(space.links))]:
         chosen = edges.link == index
         if index < 0:
-            final = space.groups[-1]
-            start = space.position(final.layer, final.kind, 0)
+            group = pseudo[index]
+            start = space.position(group.layer, group.kind, 0)
             scores.index_add_(0, start + edges.target[chosen], magnitude[chosen])
             continue
         link = space.links[index]
@@ -220,7 +234,7 @@ def eap_outcome(
     circuit's size and losses either way.
     """
     started = time.perf_counter()
-    space = circuit_space(run, config.ablation)
+    space = circuit_space(run, config.ablation, **config.strict_options())
     forwards_before = space.prompts_run
     found = eap_circuit(space, splits, config.target_loss)
     scores = node_scores(space, found.scores)

@@ -19,12 +19,12 @@ OTHER_ABLATION = {"mean": "zero", "zero": "mean"}
 def circuit_checks(
     run: Run, space: CircuitSpace, ablation: str, keep: torch.Tensor, splits: TaskSplits
 ) -> dict:
-    """The found circuit under the other ablation: its test loss, calibrated on the selection
-    pairs as the circuit itself is."""
+    """The found circuit under the other ablation (and the same strictness options as
+    `space`): its test loss, calibrated on the selection pairs as the circuit itself is."""
     other = OTHER_ABLATION[ablation]
     return {
         "other_ablation": other,
         "other_ablation_loss": calibrated_loss(
-            circuit_space(run, other), keep, splits.select, splits.test
+            circuit_space(run, other, **space.options), keep, splits.select, splits.test
         ),
     }

@@ -4,7 +4,8 @@ Schema (format "sparsecircuits.circuit/1"), documented in docs/circuits.md:
   task, target_loss, ablation, model {path, sha256, n_layer, d_model, d_mlp},
   nodes [{id, layer, kind, index, mean, score}], edges [{source, target, weight}],
   calibration {scale, shift {token_id: value}}, metrics {...}, prune_config {...}, sweep [...]
-Node ids are "LAYER.KIND.INDEX"; the final norm is layer n_layer, kind "final_norm".
+Node ids are "LAYER.KIND.INDEX"; the final norm is layer n_layer, kind "final_norm"; the token
+embedding's channels (pruned with `embedding_nodes`) are layer 0, kind "embed".
 `read_circuit` checks a file against this schema (CircuitFile) and against itself, so a damaged
 file is one error line naming the field, not a KeyError in whatever reads it next.
 """
@@ -19,6 +20,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt
 
+from sparsecircuits.circuits.config import STRICT_OPTIONS
 from sparsecircuits.circuits.nodes import BLOCK_NODE_KINDS
 from sparsecircuits.circuits.pipeline import PruneOutcome
 from sparsecircuits.circuits.prune import Calibration
@@ -92,7 +94,29 @@ def read_circuit(path: Path) -> dict:
         raise UserError(f"{path} is not a sparsecircuits circuit file (format {FORMAT})")
     circuit = validate(CircuitFile, record, path)
     check_nodes_and_edges(circuit, path)
+    check_strict_options(circuit, path)
     return circuit.model_dump(mode="json", exclude_unset=True)  # token ids as keys again
+
+
+def strict_options_of(record: dict) -> dict[str, bool]:
+    """The strictness switches a circuit was pruned with (all off in files written before
+    they existed), to measure it again as it was pruned."""
+    settings = record.get("prune_config") or {}
+    return {name: settings.get(name) is True for name in STRICT_OPTIONS.values()}
+
+
+def check_strict_options(circuit: CircuitFile, source: Path | str) -> None:
+    """Strictness switches are true or false, and embedding nodes come with theirs on."""
+    for name in STRICT_OPTIONS.values():
+        value = circuit.prune_config.get(name, False)
+        if not isinstance(value, bool):
+            message = f"expected true or false, got {value!r}"
+            raise field_error(source, f"prune_config.{name}", message)
+    if circuit.prune_config.get("embedding_nodes") is not True:
+        for number, node in enumerate(circuit.nodes):
+            if node.kind == "embed":
+                message = "an embedding node needs prune_config.embedding_nodes true"
+                raise field_error(source, f"nodes[{number}].kind", message)
 
 
 class CircuitModel(BaseModel):
@@ -159,7 +183,7 @@ class CircuitFile(BaseModel):
     sweep: list[Any] = []
 
 
-NODE_KINDS = (*(kind for kind, _ in BLOCK_NODE_KINDS), "final_norm")
+NODE_KINDS = ("embed", *(kind for kind, _ in BLOCK_NODE_KINDS), "final_norm")
 
 
 def check_nodes_and_edges(circuit: CircuitFile, source: Path | str) -> None:
@@ -183,6 +207,8 @@ def node_problem(node: CircuitNode, model: CircuitModel) -> tuple[str, str] | No
         return "kind", f"expected one of {', '.join(NODE_KINDS)}, got {node.kind!r}"
     if node.kind == "final_norm" and node.layer != model.n_layer:
         return "layer", f"final_norm is at layer model.n_layer {model.n_layer}, got {node.layer}"
+    if node.kind == "embed" and node.layer != 0:
+        return "layer", f"embed is at layer 0, got {node.layer}"
     if node.kind != "final_norm" and node.layer >= model.n_layer:
         return "layer", f"{node.layer} is past the last layer (model.n_layer {model.n_layer})"
     name, width = channel_width(model, node.kind)
@@ -213,7 +239,8 @@ def circuit_on_model(record: dict, run: Run, space: CircuitSpace | None = None) 
             f"the circuit is of a model with n_layer {theirs[0]}, d_model {theirs[1]}, "
             f"d_mlp {theirs[2]}; the model at {run.path} has {ours[0]}, {ours[1]}, {ours[2]}"
         )
-    space = space or CircuitSpace(run.model)
+    embedding_nodes = strict_options_of(record)["embedding_nodes"]
+    space = space or CircuitSpace(run.model, embedding_nodes=embedding_nodes)
     try:
         keep = space.keep_of([(node.layer, node.kind, node.index) for node in circuit.nodes])
     except (KeyError, IndexError):

@@ -11,8 +11,9 @@ ablation:
   in the circuit reads it;
 - the q and k channels of a head none of whose value channels is kept: the pattern only mixes
   constants (exact without an attention sink);
-- an attention or MLP output channel that no later kept read takes from the residual stream:
-  it reaches the output only through the norms' scale.
+- an attention or MLP output channel, or a token embedding channel (`embedding_nodes`), that no
+  later kept read takes from the residual stream: it reaches the output only through the norms'
+  scale (not even that with `frozen_norm_scale`).
 Removing one can strand others, so the rules repeat until the circuit stops changing. Pruning
 cleans every circuit before measuring it, so idle nodes never count as nodes or edges. Two rules
 are only nearly exact (attention outputs, unread writes); `exact_only` leaves them out, and
@@ -93,3 +94,5 @@ def drop_unread_writes(space: CircuitSpace, keep: torch.Tensor) -> None:
         for write, read in (("mlp_out", "mlp_in"), ("attn_out", "attn_in")):
             keep[space.span(space.group(layer, write))] &= read_later
             read_later |= keep[space.span(space.group(layer, read))]
+    if (0, "embed") in space.by_key:  # the embedding writes the stream before every read
+        keep[space.span(space.group(0, "embed"))] &= read_later

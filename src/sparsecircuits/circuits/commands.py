@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from sparsecircuits.circuits.config import PruneConfig
+from sparsecircuits.circuits.config import PruneConfig, parse_strict, strict_names
 from sparsecircuits.circuits.sweep import DEFAULT_SETTINGS
 from sparsecircuits.circuits.task_data import task_splits
 from sparsecircuits.cli_types import (
@@ -84,6 +84,14 @@ def log_to_stderr(message: str) -> None:
     help="Also prune a random-weight copy, a learnable nonsense task and the other ablation "
     "(4x time).",
 )
+@click.option(
+    "--strict",
+    "strict",
+    metavar="embedding,topk,norm|all",
+    help="Leave the circuit more strictly alone: the token embedding's channels become nodes "
+    "(embedding), each AbsTopK chooses after the ablation (topk), every RMSNorm divides by "
+    "its mean scale (norm). Off: the paper's ablation. See docs/circuits.md.",
+)
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option(
     "--method",
@@ -106,6 +114,7 @@ def prune(
     sweep: int,
     trim: bool,
     controls: bool,
+    strict: str | None,
     seed: int,
     method: str,
     device: str,
@@ -123,6 +132,7 @@ def prune(
     from sparsecircuits.circuits.pipeline import prune_to_target_loss
     from sparsecircuits.loading import load_run
 
+    options = parse_strict(strict) if strict is not None else {}  # a typo before any loading
     loaded = load_run(run, device)
     splits = task_splits(loaded, task, pairs_file, seed)
     config = PruneConfig(
@@ -132,6 +142,7 @@ def prune(
         k_coef=k_coef,
         seed=seed,
         sweep=sweep,
+        **options,
     )
     if method == "eap":
         from sparsecircuits.circuits.attribution import eap_outcome
@@ -149,6 +160,8 @@ def prune(
         write_circuit(outcome_to_record(loaded, outcome), out)
     metrics = outcome.metrics
     summary = {"task": splits.name, **{key: metrics[key] for key in SUMMARY_KEYS if key in metrics}}
+    if strict_names(options):
+        summary["strict"] = strict_names(options)
     for name, result in metrics.get("controls", {}).items():
         summary[f"control {name}"] = (
             f"{result['edges']} edges, test loss {result['circuit_loss']:.4f} (met the target; "
@@ -215,7 +228,12 @@ def circuit_eval(
     from dataclasses import replace
 
     from sparsecircuits.circuits.checks import circuit_checks
-    from sparsecircuits.circuits.circuit_file import circuit_on_model, model_hash, read_circuit
+    from sparsecircuits.circuits.circuit_file import (
+        circuit_on_model,
+        model_hash,
+        read_circuit,
+        strict_options_of,
+    )
     from sparsecircuits.circuits.pipeline import measure_circuit
     from sparsecircuits.circuits.space import circuit_space
     from sparsecircuits.loading import load_run, usable_device
@@ -229,14 +247,16 @@ def circuit_eval(
         if not force:
             raise UserError(f"{message}; pass --force to evaluate it there anyway")
         click.echo(f"warning: {message}; its numbers say little about this one", err=True)
-    space = circuit_space(loaded, record["ablation"])
+    # The circuit is measured as it was pruned: the same ablation, equally strict.
+    options = strict_options_of(record)
+    space = circuit_space(loaded, record["ablation"], **options)
     circuit_record = circuit_on_model(record, loaded, space)
     splits = task_splits(loaded, task, pairs_file, seed)
     # The controls are calibrated on pairs apart from the ones measured, as in `prune`.
     if pairs_file is not None:  # a pairs file: on its largest part
         splits = replace(splits, select=splits.train)
     keep = circuit_record.keep
-    config = PruneConfig(target_loss=record["target_loss"], ablation=record["ablation"])
+    config = PruneConfig(target_loss=record["target_loss"], ablation=record["ablation"], **options)
     metrics = measure_circuit(space, keep, circuit_record.calibration, splits, config)
     metrics |= circuit_checks(loaded, space, record["ablation"], keep, splits)
     result = {
@@ -245,6 +265,8 @@ def circuit_eval(
         "model_matches": model_matches,
         **metrics,
     }
+    if strict_names(options):
+        result["strict"] = strict_names(options)
     echo_summary(result, as_json)
 
 

@@ -6,6 +6,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from sparsecircuits.errors import UserError
+
+# `prune --strict` names -> the PruneConfig switch each sets (docs/circuits.md, "The circuit
+# alone, strictly"); "all" sets every one.
+STRICT_OPTIONS = {
+    "embedding": "embedding_nodes",
+    "topk": "topk_after_ablation",
+    "norm": "frozen_norm_scale",
+}
+
 
 @dataclass
 class PruneConfig:
@@ -36,6 +46,35 @@ class PruneConfig:
     tie_break: str = "mean_tau"  # among equal taus: "mean_tau" then random, or "index"
     clean_up: bool = True  # remove idle nodes before measuring any circuit
     regrow_by_need: bool = True  # verification restores the most needed drops first (else last)
+    # The circuit alone, strictly (off: the paper's ablation). The token embedding's channels
+    # are nodes too; each AbsTopK chooses after the ablation, not before; every RMSNorm divides
+    # by its mean scale over pretraining text, not by the position's own.
+    embedding_nodes: bool = False
+    topk_after_ablation: bool = False
+    frozen_norm_scale: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def strict_options(self) -> dict[str, bool]:
+        """The strictness switches, as `circuit_space` takes them."""
+        return {name: getattr(self, name) for name in STRICT_OPTIONS.values()}
+
+
+def parse_strict(text: str) -> dict[str, bool]:
+    """`--strict embedding,topk,norm` (or `all`) as PruneConfig switches, all of them named."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if "all" in names:
+        names = [name for name in names if name != "all"] + list(STRICT_OPTIONS)
+    unknown = [name for name in names if name not in STRICT_OPTIONS]
+    if unknown or not names:
+        shown = repr(unknown[0]) if unknown else repr(text)
+        raise UserError(
+            f"--strict {shown} is not one of {', '.join(STRICT_OPTIONS)} or all (comma-separated)"
+        )
+    return {field: key in names for key, field in STRICT_OPTIONS.items()}
+
+
+def strict_names(options: dict[str, bool]) -> list[str]:
+    """The `--strict` names of the switches that are on."""
+    return [key for key, field in STRICT_OPTIONS.items() if options.get(field)]

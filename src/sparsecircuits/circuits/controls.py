@@ -24,9 +24,8 @@ import torch
 
 from sparsecircuits.circuits.checks import OTHER_ABLATION
 from sparsecircuits.circuits.config import PruneConfig
-from sparsecircuits.circuits.nodes import pretraining_means
 from sparsecircuits.circuits.pipeline import prune_to_target_loss
-from sparsecircuits.circuits.space import CircuitSpace
+from sparsecircuits.circuits.space import CircuitSpace, replacement_values
 from sparsecircuits.circuits.task_data import TaskSplits, task_splits
 from sparsecircuits.errors import UserError
 from sparsecircuits.loading import Run
@@ -52,13 +51,19 @@ def pruned_controls(
     other ablation: for each, whether a circuit met the target (and verified), its size and
     the guard's verdict."""
     shuffled = permuted_run(run, config.seed)
-    means = pretraining_means(shuffled)
-    if config.ablation == "zero":
-        means = {hook: torch.zeros_like(value) for hook, value in means.items()}
+    options = config.strict_options()
+    means = replacement_values(
+        shuffled,
+        config.ablation,
+        options["embedding_nodes"],
+        options["frozen_norm_scale"],
+        cached=False,
+    )
     other = replace(config, ablation=OTHER_ABLATION[config.ablation])
     nonsense = task_splits(run, NONSENSE_TASK, None, config.seed)
+    shuffled_space = CircuitSpace(shuffled.model, means, **options)
     cases = {
-        "random_weights": (shuffled, splits, config, CircuitSpace(shuffled.model, means)),
+        "random_weights": (shuffled, splits, config, shuffled_space),
         "nonsense_task": (run, nonsense, config, None),
         f"{other.ablation}_ablation": (run, splits, other, None),
     }

@@ -1,6 +1,7 @@
 """Draw a circuit as SVG (standalone, or inside an HTML page).
 
-The look of the paper's figures: residual channels are vertical lines; each layer reads them
+The look of the paper's figures: residual channels are vertical lines; the token embedding
+writes them (embedding nodes, where the circuit was pruned with them), each layer reads them
 (attention / MLP input nodes), computes (q/k/v channels grouped by head, MLP neurons) and
 writes them back (attention / MLP output nodes). Edges are the circuit's nonzero weights,
 blue for positive, red for negative, thicker for larger |weight|. Hovering a node shows its id,
@@ -29,10 +30,17 @@ from sparsecircuits.render import number, render, template_environment
 
 TEMPLATES = template_environment("sparsecircuits.circuits")
 
-RESIDUAL_KINDS = ("attn_in", "attn_out", "mlp_in", "mlp_out", "final_norm")
-ROW_KINDS = ("attn_in", "qkv", "attn_out", "mlp_in", "mlp_neuron", "mlp_out")
-ROW_NAMES = {"qkv": "attn q k v", "mlp_neuron": "mlp neurons", "final_norm": "unembed"}
+RESIDUAL_KINDS = ("embed", "attn_in", "attn_out", "mlp_in", "mlp_out", "final_norm")
+ROW_KINDS = ("embed", "attn_in", "qkv", "attn_out", "mlp_in", "mlp_neuron", "mlp_out")
+ROW_NAMES = {
+    "embed": "embedding",
+    "qkv": "attn q k v",
+    "mlp_neuron": "mlp neurons",
+    "final_norm": "unembed",
+}
+UNLAYERED_ROWS = ("embed", "final_norm")  # rows labelled without their layer
 COLOURS = {
+    "embed": "#0891b2",
     "attn_in": "#6b7280",
     "q": "#d97706",
     "k": "#059669",
@@ -46,6 +54,8 @@ COLOURS = {
 UNKNOWN_COLOUR = "#9ca3af"  # a node kind no model has, or a weight that is not a number
 LEGEND = (("q", "query"), ("k", "key"), ("v", "value"), ("mlp_neuron", "MLP neuron"))
 LEGEND += (("attn_in", "residual read"), ("attn_out", "residual write"))
+OPTIONAL_LEGEND = (("embed", "embedding"),)  # shown only when the circuit has such nodes
+WEIGHTS_LEGEND_WIDTH = 250
 SPACING, ROW_HEIGHT, MARGIN = 34, 58, 40
 SHORT_EXPLANATION = 28  # characters: an explanation this short labels its node
 LABEL_WIDTH, LEGEND_HEIGHT, LEGEND_WIDTH = 96, 30, 780
@@ -116,7 +126,7 @@ def head_width(record: dict) -> int:
 def node_activations(run: Run, record: dict, prompts: list[str]) -> dict[str, list[float]]:
     """Each circuit node's activation at the last token of each prompt, by node id; nodes the
     model does not have (a file from another model) are left out."""
-    groups = {(g.layer, g.kind): g for g in node_groups(run.model_config)}
+    groups = {(g.layer, g.kind): g for g in node_groups(run.model_config, embedding_nodes=True)}
     nodes = [
         node
         for node in drawn_nodes(record)
@@ -222,10 +232,11 @@ def drawn_edges(record: dict, positions: dict[str, tuple[float, float]]) -> list
     return drawn
 
 
-def legend_entries() -> tuple[list[dict], float]:
+def legend_entries(nodes: list[DrawnNode]) -> tuple[list[dict], float]:
     """The node colours' legend entries and where the weight colours' legend starts."""
     entries, x = [], 6.0
-    for kind, text in LEGEND:
+    kinds = {node.kind for node in nodes}
+    for kind, text in LEGEND + tuple(item for item in OPTIONAL_LEGEND if item[0] in kinds):
         entries.append({"x": x, "colour": COLOURS[kind], "text": text})
         x += 22 + 7 * len(text)
     return entries, x
@@ -238,16 +249,16 @@ def circuit_svg(record: dict, activations: dict[str, list[float]] | None = None)
     row_labels = [
         {
             "y": height - MARGIN - position * ROW_HEIGHT,
-            "text": ("" if row == "final_norm" else f"L{layer if layer >= 0 else '?'} ")
+            "text": ("" if row in UNLAYERED_ROWS else f"L{layer if layer >= 0 else '?'} ")
             + ROW_NAMES.get(row, row.replace("_", " ")),
         }
         for position, (layer, row) in enumerate(used_rows(nodes))
     ]
-    legend, weights_legend_x = legend_entries()
+    legend, weights_legend_x = legend_entries(nodes)
     return render(
         TEMPLATES,
         "circuit.svg",
-        width=width,
+        width=max(width, weights_legend_x + WEIGHTS_LEGEND_WIDTH),
         height=height + LEGEND_HEIGHT,  # the legend goes below the drawing
         top=MARGIN / 2,
         bottom=height - MARGIN / 2,

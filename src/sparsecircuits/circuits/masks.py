@@ -37,12 +37,14 @@ def heaviside(tau: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
 def blend_hook(group: NodeGroup, keep: torch.Tensor, replacement: torch.Tensor) -> HookFn:
     """Hook that keeps each node where `keep` is 1 and uses `replacement` where it is 0.
 
-    `keep` may be a float tensor carrying gradients (mask training) or a 0/1 mask.
+    `keep` may be a float tensor carrying gradients (mask training) or a 0/1 mask. The hook
+    may be the group's own or the one before its AbsTopK: q/k/v are [b, p, head, d_head] at
+    the first and [b, p, head * d_head] at the second.
     """
 
     def apply(x: torch.Tensor, hook: object) -> torch.Tensor:
         shape = x.shape
-        flat = x.flatten(-2) if group.kind in ("q", "k", "v") else x
+        flat = x.flatten(-2) if group.kind in ("q", "k", "v") and x.dim() == 4 else x
         mixed = torch.lerp(replacement.to(flat.dtype), flat, keep)  # one fused op
         return mixed.view(shape)
 
@@ -70,14 +72,16 @@ class NodeMasks(nn.Module):
             for g in groups
         )
 
+    def switches(self) -> list[torch.Tensor]:
+        """Each group's current (training-mode) 0/1 masks, with the surrogate gradient."""
+        return [heaviside(tau, self.temperature) for tau in self.tau]
+
     def hooks(self) -> list[tuple[str, HookFn]]:
-        """Hooks applying the current (training-mode) masks."""
+        """Hooks applying the current masks at each group's own hook point
+        (CircuitSpace.blend_hooks places them as the space's options say)."""
         return [
-            (
-                group.hook,
-                blend_hook(group, heaviside(tau, self.temperature), self.replacements[group.hook]),
-            )
-            for group, tau in zip(self.groups, self.tau, strict=True)
+            (group.hook, blend_hook(group, switch, self.replacements[group.hook]))
+            for group, switch in zip(self.groups, self.switches(), strict=True)
         ]
 
     def active_count(self) -> torch.Tensor:

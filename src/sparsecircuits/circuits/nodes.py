@@ -2,7 +2,8 @@
 
 Nodes (spec section 3): every channel of each norm output (what attention, the MLP and the
 unembedding read), every channel each attention and MLP block writes, every MLP neuron and
-every q, k and v channel. Each group of nodes is one hook point; a node is (group, index).
+every q, k and v channel; optionally (`embedding_nodes`) every channel of the token embedding.
+Each group of nodes is one hook point; a node is (group, index).
 """
 
 from __future__ import annotations
@@ -36,6 +37,18 @@ BLOCK_NODE_KINDS = (
     ("mlp_out", "hook_mlp_out"),
 )
 
+# The hook before each kind's AbsTopK, inside block L (it exists only where a top-k acts).
+PRE_TOPK_HOOKS = {
+    "attn_in": "sparsify_attn_in.hook_in",
+    "q": "attn.sparsify_q.hook_in",
+    "k": "attn.sparsify_k.hook_in",
+    "v": "attn.sparsify_v.hook_in",
+    "attn_out": "sparsify_attn_out.hook_in",
+    "mlp_in": "sparsify_mlp_in.hook_in",
+    "mlp_neuron": "mlp.sparsify_neurons.hook_in",
+    "mlp_out": "sparsify_mlp_out.hook_in",
+}
+
 
 @dataclass(frozen=True)
 class NodeGroup:
@@ -48,13 +61,29 @@ class NodeGroup:
         return f"{self.layer}.{self.kind}.{index}"
 
 
-def node_groups(config: GPTConfig) -> list[NodeGroup]:
-    groups = []
+def embedding_group(config: GPTConfig) -> NodeGroup:
+    """The token embedding's channels: residual writes before block 0."""
+    return NodeGroup(0, "embed", "hook_embed", config.d_model)
+
+
+def node_groups(config: GPTConfig, embedding_nodes: bool = False) -> list[NodeGroup]:
+    groups = [embedding_group(config)] if embedding_nodes else []
     for layer in range(config.n_layer):
         for kind, hook in BLOCK_NODE_KINDS:
             width = config.site_width(kind)
             groups.append(NodeGroup(layer, kind, f"blocks.{layer}.{hook}", width))
     groups.append(NodeGroup(config.n_layer, "final_norm", "hook_final_norm", config.d_model))
+    return groups
+
+
+def norm_scale_groups(config: GPTConfig) -> list[NodeGroup]:
+    """Every RMSNorm's scale (its divisor, one value a position) as a one-wide group: not
+    nodes, but means of hooks like theirs (`frozen_norm_scale` divides by them)."""
+    groups = []
+    for layer in range(config.n_layer):
+        for norm in ("norm_attn", "norm_mlp"):
+            groups.append(NodeGroup(layer, "norm_scale", f"blocks.{layer}.{norm}.hook_scale", 1))
+    groups.append(NodeGroup(config.n_layer, "norm_scale", "norm_final.hook_scale", 1))
     return groups
 
 
@@ -110,11 +139,16 @@ def load_or_compute_means(
 
 
 def pretraining_means(
-    run: Run, n_sequences: int = 128, batch_size: int = 16, progress: bool = False
+    run: Run,
+    n_sequences: int = 128,
+    batch_size: int = 16,
+    progress: bool = False,
+    groups: list[NodeGroup] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Mean activations of `run`'s model over random windows of its own training data (not
-    cached: a control model must not leave its means in the real model's folder)."""
-    groups = node_groups(run.model_config)
+    """Mean activations of `groups` (default: the nodes) of `run`'s model over random windows
+    of its own training data, the same windows every time (not cached: a control model must not
+    leave its means in the real model's folder)."""
+    groups = node_groups(run.model_config) if groups is None else groups
     n_tokens = max(1, n_sequences // batch_size) * batch_size * run.model_config.n_ctx
     stream = iter_activations(
         run,

@@ -74,7 +74,7 @@ def prune_to_target_loss(
     """
     started = time.perf_counter()
     task, target = splits.name, config.target_loss
-    space = space or circuit_space(run, config.ablation)
+    space = space or circuit_space(run, config.ablation, **config.strict_options())
     forwards_before = space.prompts_run
     full = float(margin_loss(space.margins(splits.select)).mean())
     log(f"{task}: full model selection loss {full:.4f} (target {target}), {space.size:,} nodes")

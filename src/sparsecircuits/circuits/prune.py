@@ -133,7 +133,7 @@ def train_node_masks(space: CircuitSpace, batch: TaskBatch, config: PruneConfig)
             0, batch.n_pairs, (min(config.batch_pairs, batch.n_pairs),), generator=generator
         )
         sample = batch.subset(pairs).trimmed()
-        margin = space.margins(sample, hooks=masks.hooks())
+        margin = space.margins(sample, hooks=space.blend_hooks(masks.switches()))
         task_loss = margin_loss(calibration(margin, sample)).mean()
         active = masks.active_count().cpu()  # margins, and so the task loss, are on the CPU
         loss = task_loss + config.k_coef * active

@@ -9,7 +9,14 @@ offsets.
 Edges (spec section 3) are nonzero weights whose two ends are both kept nodes. Weights join:
 norm output channels -> q/k/v channels, value channels -> attention output channels (through the
 attention mixing), MLP input channels -> neurons and neurons -> MLP output channels. The
-residual stream itself is an identity, not a weight, so it adds no edges.
+residual stream itself is an identity, not a weight, so it adds no edges (nor do the token
+embedding's channels, nodes with `embedding_nodes`).
+
+Three options, off by default, leave the circuit more strictly alone (docs/circuits.md, "The
+circuit alone, strictly"): `embedding_nodes` makes the token embedding's channels nodes;
+`topk_after_ablation` blends each group in at the hook before its AbsTopK, so the top-k chooses
+among the circuit's values and the ablated nodes' means; `frozen_norm_scale` replaces every
+RMSNorm's divisor by its mean over pretraining text.
 """
 
 from __future__ import annotations
@@ -20,10 +27,18 @@ from functools import cached_property
 import torch
 
 from sparsecircuits.circuits.masks import blend_hook
-from sparsecircuits.circuits.nodes import NodeGroup, load_or_compute_means, node_groups
+from sparsecircuits.circuits.nodes import (
+    PRE_TOPK_HOOKS,
+    NodeGroup,
+    embedding_group,
+    load_or_compute_means,
+    node_groups,
+    norm_scale_groups,
+    pretraining_means,
+)
 from sparsecircuits.errors import UserError
 from sparsecircuits.loading import Run
-from sparsecircuits.model import GPT
+from sparsecircuits.model import GPT, GPTConfig
 from sparsecircuits.model.hooks import HookFn
 from sparsecircuits.tasks import TaskBatch
 from sparsecircuits.tasks import answer_margins as task_answer_margins
@@ -60,16 +75,45 @@ class Link:
 
 
 class CircuitSpace:
-    """The nodes of `model`, the values that replace switched-off nodes, and the links."""
+    """The nodes of `model`, the values that replace switched-off nodes, and the links.
 
-    def __init__(self, model: GPT, replacements: dict[str, torch.Tensor] | None = None) -> None:
+    `replacements` holds a vector per node group's hook and, with `frozen_norm_scale`, a
+    one-wide mean per norm scale hook (nodes.norm_scale_groups); see `replacement_values`.
+    """
+
+    def __init__(
+        self,
+        model: GPT,
+        replacements: dict[str, torch.Tensor] | None = None,
+        *,
+        embedding_nodes: bool = False,
+        topk_after_ablation: bool = False,
+        frozen_norm_scale: bool = False,
+    ) -> None:
         self.model = model
-        self.groups = node_groups(model.config)
+        check_options(model.config, frozen_norm_scale)
+        self.options = {
+            "embedding_nodes": embedding_nodes,
+            "topk_after_ablation": topk_after_ablation,
+            "frozen_norm_scale": frozen_norm_scale,
+        }
+        self.groups = node_groups(model.config, embedding_nodes)
         self.device = next(model.parameters()).device
         # None: a space to read circuits in, not to run them (hooks() needs the values).
         self.replacements = {
             hook: value.to(self.device) for hook, value in (replacements or {}).items()
         }
+        # Where each group's values are blended in: its own hook, or the one before its
+        # AbsTopK (only where the model has a top-k there; elsewhere the two are the same).
+        names = set(model.hook_names)
+        self.blend_points = {group.hook: group.hook for group in self.groups}
+        for group in self.groups if topk_after_ablation else ():
+            if group.kind in PRE_TOPK_HOOKS:
+                before = f"blocks.{group.layer}.{PRE_TOPK_HOOKS[group.kind]}"
+                self.blend_points[group.hook] = before if before in names else group.hook
+        self.frozen_scales = (
+            [group.hook for group in norm_scale_groups(model.config)] if frozen_norm_scale else []
+        )
         self.by_key = {(group.layer, group.kind): group for group in self.groups}
         self.starts: dict[tuple[int, str], int] = {}
         start = 0
@@ -118,17 +162,23 @@ class CircuitSpace:
 
     def hooks(self, keep: torch.Tensor) -> list[tuple[str, HookFn]]:
         """Hooks that keep the nodes of `keep` and replace every other node."""
-        return [
+        return self.blend_hooks(
+            [keep[self.span(group)].float().to(self.device) for group in self.groups]
+        )
+
+    def blend_hooks(self, switches: list[torch.Tensor]) -> list[tuple[str, HookFn]]:
+        """Hooks keeping each group's nodes where its switch is 1 and replacing them where it
+        is 0 (0/1 masks, or training masks carrying gradients), at the space's blend points,
+        and, with `frozen_norm_scale`, every norm's scale fixed at its mean."""
+        hooks = [
             (
-                group.hook,
-                blend_hook(
-                    group,
-                    keep[self.span(group)].float().to(self.device),
-                    self.replacements[group.hook],
-                ),
+                self.blend_points[group.hook],
+                blend_hook(group, switch, self.replacements[group.hook]),
             )
-            for group in self.groups
+            for group, switch in zip(self.groups, switches, strict=True)
         ]
+        frozen = [(hook, constant_hook(self.replacements[hook])) for hook in self.frozen_scales]
+        return hooks + frozen
 
     def margins(
         self,
@@ -183,19 +233,73 @@ class CircuitSpace:
         return degrees.long()
 
 
-def replacement_values(run: Run, ablation: str) -> dict[str, torch.Tensor]:
-    """What a pruned node is replaced by: its pretraining mean, or zero."""
-    groups = node_groups(run.model_config)
-    if ablation == "zero":
-        return {group.hook: torch.zeros(group.width) for group in groups}
-    if ablation != "mean":
+def constant_hook(value: torch.Tensor) -> HookFn:
+    """Hook that replaces an activation by `value` (broadcast to its shape)."""
+
+    def apply(x: torch.Tensor, hook: object) -> torch.Tensor:
+        return value.to(x.dtype).expand_as(x)
+
+    return apply
+
+
+def check_options(config: GPTConfig, frozen_norm_scale: bool) -> None:
+    if frozen_norm_scale and config.norm != "rms":
+        raise UserError(
+            "frozen_norm_scale (--strict norm) needs RMSNorm; this model uses LayerNorm"
+        )
+
+
+def replacement_values(
+    run: Run,
+    ablation: str,
+    embedding_nodes: bool = False,
+    frozen_norm_scale: bool = False,
+    cached: bool = True,
+) -> dict[str, torch.Tensor]:
+    """What a pruned node is replaced by (its pretraining mean, or zero) and, with
+    `frozen_norm_scale`, each norm's mean scale (over pretraining text, whatever the ablation).
+
+    With `cached` the block nodes' means come from the run's folder (computed and saved there
+    once); the embedding's and the scales' are measured on the same windows each time and never
+    saved, so the shipped files stay as they are. Without it everything is measured afresh (a
+    control model's means must not land in the real model's folder).
+    """
+    if ablation not in ("mean", "zero"):
         raise UserError(f"unknown ablation {ablation!r} (use mean or zero)")
-    return load_or_compute_means(run)
+    config = run.model_config
+    check_options(config, frozen_norm_scale)
+    groups = node_groups(config, embedding_nodes)
+    scales = norm_scale_groups(config) if frozen_norm_scale else []
+    if not cached:
+        values = pretraining_means(run, groups=groups + scales)
+    else:
+        values = load_or_compute_means(run) if ablation == "mean" else {}
+        extra = [embedding_group(config)] if embedding_nodes and ablation == "mean" else []
+        if extra + scales:
+            values |= pretraining_means(run, groups=extra + scales)
+    if ablation == "zero":
+        values |= {group.hook: torch.zeros(group.width) for group in groups}
+    return values
 
 
-def circuit_space(run: Run, ablation: str) -> CircuitSpace:
-    """The circuit space of `run`'s model, frozen for pruning."""
+def circuit_space(
+    run: Run,
+    ablation: str,
+    *,
+    embedding_nodes: bool = False,
+    topk_after_ablation: bool = False,
+    frozen_norm_scale: bool = False,
+) -> CircuitSpace:
+    """The circuit space of `run`'s model, frozen for pruning, with the strictness options
+    (all off: the paper's ablation)."""
     model = run.model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
-    return CircuitSpace(model, replacement_values(run, ablation))
+    values = replacement_values(run, ablation, embedding_nodes, frozen_norm_scale)
+    return CircuitSpace(
+        model,
+        values,
+        embedding_nodes=embedding_nodes,
+        topk_after_ablation=topk_after_ablation,
+        frozen_norm_scale=frozen_norm_scale,
+    )

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sparsecircuits.circuits.circuit_file import model_hash
-from sparsecircuits.circuits.config import PruneConfig
+from sparsecircuits.circuits.config import STRICT_OPTIONS, PruneConfig
 from sparsecircuits.circuits.pipeline import RECIPE_VERSION, prune_to_target_loss
 from sparsecircuits.circuits.sweep import GRID, K_COEFS
 from sparsecircuits.circuits.task_data import TaskSplits
@@ -69,7 +69,13 @@ class PruneStore:
 
 def prune_key(weights_sha256: str, splits: TaskSplits, config: PruneConfig) -> str:
     digest = hashlib.sha256()
-    what = {"model": weights_sha256, "task": splits.name, "config": config.to_dict()}
+    settings = config.to_dict()
+    # Strictness switches that are off leave the key as it was before they existed, so results
+    # stored then are still found (with every switch off a prune returns what it returned).
+    for name in STRICT_OPTIONS.values():
+        if not settings[name]:
+            del settings[name]
+    what = {"model": weights_sha256, "task": splits.name, "config": settings}
     sweep = {"candidates": list(K_COEFS), "grid": list(GRID), "recipe": RECIPE_VERSION}
     digest.update(json.dumps({**what, "sweep": sweep}, sort_keys=True).encode())
     for batch in splits.batches():

@@ -43,9 +43,12 @@ class ActivationSparsity(nn.Module):
     def __init__(self, config: GPTConfig, site: str) -> None:
         super().__init__()
         self.k = config.sparsity_k(site)
+        # The site's input before the top-k chooses (only where there is a top-k, so a dense
+        # model's hook table has no point that does nothing): an edit here changes the choice.
+        self.hook_in = HookPoint() if self.k is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.k is None else abs_topk(x, self.k)
+        return x if self.k is None else abs_topk(self.hook_in(x), self.k)
 
 
 class Norm(nn.Module):
@@ -56,11 +59,18 @@ class Norm(nn.Module):
         self.weight = nn.Parameter(torch.ones(config.d_model))
         self.bias = nn.Parameter(torch.zeros(config.d_model)) if config.norm == "layer" else None
         self.eps = config.norm_eps
+        # RMSNorm's divisor sqrt(mean(x^2) + eps), [..., 1]: every channel of the stream
+        # reaches every output channel through it.
+        self.hook_scale = HookPoint() if config.norm == "rms" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bias is None:
+        if self.bias is not None:
+            return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+        if not self.hook_scale.active:  # the fused kernel, unless the scale is read or edited
             return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
-        return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+        wide = x.float()
+        scale = self.hook_scale(wide.square().mean(dim=-1, keepdim=True).add(self.eps).sqrt())
+        return (wide / scale).to(x.dtype) * self.weight
 
 
 ACTIVATIONS = {

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
+from sparsecircuits.circuits.circuit_file import strict_options_of
 from sparsecircuits.circuits.draw import node_activations
 from sparsecircuits.circuits.prune import margin_loss
 from sparsecircuits.circuits.space import circuit_space
-from sparsecircuits.explain.units import Unit
 from sparsecircuits.report.run_report import png_bytes
 from sparsecircuits.tasks import TASKS, task_pairs
 from sparsecircuits.tasks.pairs import encode_usable_pairs
-from sparsecircuits.viewer.site import Site, ViewedCircuit, excerpts_of
+from sparsecircuits.viewer.site import Site, ViewedCircuit, excerpts_of, node_unit
 
 PROMPTS_SHOWN = 4  # task prompts whose activations each node shows (A and B of two pairs)
 PAIRS_MEASURED = 64
@@ -34,12 +34,12 @@ def circuit_details(site: Site, circuit: ViewedCircuit, n_tokens: int) -> dict:
     with viewed.lock:
         activations = node_activations(run, record, prompts) if prompts else {}
         effects, curve = ablation_effects(run, record, pairs)
-    units = [Unit.parse(node["id"]) for node in record["nodes"]]
-    excerpts = excerpts_of(viewed, units, n_tokens)
+    units = [node_unit(node["id"]) for node in record["nodes"]]
+    excerpts = excerpts_of(viewed, [unit for unit in units if unit is not None], n_tokens)
     explained = {row["unit"]: row for row in site.explanations(viewed.id)}
     nodes = {}
-    for node in record["nodes"]:
-        unit = Unit.parse(node["id"]).name
+    for node, of_node in zip(record["nodes"], units, strict=True):
+        unit = None if of_node is None else of_node.name  # embedding channels have no unit
         row = explained.get(unit, {})
         shown = excerpts.get(unit)
         nodes[node["id"]] = {
@@ -65,7 +65,8 @@ def ablation_effects(run, record: dict, pairs: list) -> tuple[dict, list]:  # no
     batch, _ = encode_usable_pairs(pairs, run.tokenizer, run.model_config.n_ctx)
     if batch is None:
         return {}, []
-    space = circuit_space(run, str(record.get("ablation", "mean")))
+    options = strict_options_of(record)  # the circuit ablated as it was pruned
+    space = circuit_space(run, str(record.get("ablation", "mean")), **options)
     full = space.empty() | True
     base = float(margin_loss(space.margins(batch, full)).mean())
     nodes = record["nodes"]

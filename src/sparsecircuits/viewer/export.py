@@ -23,7 +23,7 @@ from sparsecircuits.interp.outputs import missing_folders, remove_empty
 from sparsecircuits.viewer import pages
 from sparsecircuits.viewer.export_folder import MARKER, unusable_export
 from sparsecircuits.viewer.links import Links
-from sparsecircuits.viewer.site import Site, excerpts_of
+from sparsecircuits.viewer.site import Site, excerpts_of, node_unit
 
 LINKS = Links(static=True)
 STATIC = Path(__file__).parent / "static"
@@ -92,7 +92,8 @@ def write_pages(site: Site, out: Path, n_tokens: int) -> dict[str, float]:
         timed("units", LINKS.units(run_id), pages.units_page, run_id)
         names = {row["unit"] for row in site.explanations(run_id)}
         for circuit in site.circuits_of(run_id):
-            names |= {Unit.parse(node["id"]).name for node in circuit.record["nodes"]}
+            units = [node_unit(node["id"]) for node in circuit.record["nodes"]]
+            names |= {unit.name for unit in units if unit is not None}
         started = time.perf_counter()
         excerpts = excerpts_of(viewed, sorted(Unit.parse(n) for n in names), n_tokens)
         timings["excerpts"] = timings.get("excerpts", 0.0) + time.perf_counter() - started

@@ -151,6 +151,7 @@ def circuit_page(site: Site, links: Links, circuit_id: int, n_tokens: int) -> st
         unit_links={
             node_id: links.unit(circuit.run_id, node["unit"])
             for node_id, node in details["nodes"].items()
+            if node["unit"] is not None
         }
         if circuit.run_id is not None
         else {},

@@ -52,6 +52,15 @@ class ViewedRun:
             return task_results(self.run, tuple(TASKS), n=32)
 
 
+def node_unit(node_id: str) -> Unit | None:
+    """The explainable unit of a circuit node (same name), or None for a kind units do not
+    cover: the token embedding's channels, nodes only with `embedding_nodes`."""
+    try:
+        return Unit.parse(node_id)
+    except UserError:
+        return None
+
+
 @dataclass
 class ViewedCircuit:
     id: int
