@@ -18,6 +18,7 @@ from sparsecircuits.errors import UserError
 from sparsecircuits.loading import save_checkpoint
 from sparsecircuits.model import GPT, GPTConfig
 from sparsecircuits.tasks import (
+    CONTROL_TASKS,
     TASKS,
     TaskBatch,
     TaskPair,
@@ -128,7 +129,7 @@ def test_bad_task_split_or_count_is_a_user_error() -> None:
     with pytest.raises(UserError, match="unknown task nope .see `sparsecircuits tasks list`"):
         task_pairs("nope")
     with pytest.raises(UserError, match="split"):
-        task_pairs("var_swap", split="validation")
+        task_pairs("var_swap", split="nope")
     with pytest.raises(UserError, match="at least 1"):
         task_pairs("var_swap", n=0)
 
@@ -259,7 +260,9 @@ def test_pairs_jsonl_round_trip_and_errors(tmp_path: Path) -> None:
 def test_tasks_list_json_names_every_task() -> None:
     result = CliRunner().invoke(tasks, ["list", "--json"])
     assert result.exit_code == 0, result.output
-    assert {row["name"] for row in json.loads(result.output)} == SPEC_TASKS | EXTRA_TASKS
+    rows = json.loads(result.output)
+    assert {row["name"] for row in rows} == SPEC_TASKS | EXTRA_TASKS | set(CONTROL_TASKS)
+    assert {row["name"] for row in rows if row["control"]} == {"nonsense_name_split"}
     table = CliRunner().invoke(tasks, ["list"])
     assert table.exit_code == 0 and "bracket_counting" in table.output
 

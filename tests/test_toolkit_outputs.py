@@ -4,8 +4,8 @@ nothing, leaves no temporary and removes the folders it made.
 
 The tests run as root, for whom permission bits stop nothing: a read-only place is a path
 under /proc/sys (a read-only mount, which `os.access` and every write refuse even for root),
-and a place the up-front check lets through but every write refuses is /sys (sysfs: mkdir
-fails with EPERM).
+and a place that passes `os.access` but refuses every write is /sys (sysfs: mkdir fails with
+EPERM), which the up-front trial file catches.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from test_hardening import folder_digest, one_line_error
 
 REFERENCE = Path(__file__).parent.parent / "models" / "reference-sparse"
 READ_ONLY = Path("/proc/sys")  # read-only even for root
-REFUSES_WRITES = Path("/sys")  # looks writable to os.access as root; mkdir fails
+REFUSES_WRITES = Path("/sys")  # looks writable to os.access as root; new files fail
 
 # Every toolkit command that writes into an --out folder, with small sizes.
 COMMANDS = {
@@ -92,7 +92,7 @@ def test_an_out_no_write_can_reach_is_one_line_and_leaves_nothing():
     out = REFUSES_WRITES / "sc-out"
     for command in ("attention", "heads"):
         result = run_in_process(*COMMANDS[command], "--out", str(out))
-        one_line_error(result, "cannot write", str(out))
+        one_line_error(result, "refuses new files", str(out))
         assert not out.exists()
 
 

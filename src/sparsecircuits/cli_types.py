@@ -87,7 +87,10 @@ def unusable_folder(path: Path) -> str | None:
     try:
         handle, trial = tempfile.mkstemp(prefix=".sparsecircuits-write-test-", dir=ancestor)
     except OSError as error:
-        return f"cannot write into {ancestor}: {error.strerror or error}"
+        reason = error.strerror or str(error)
+        if ancestor == Path(path):
+            return f"cannot write into {path}: {reason}"
+        return f"cannot make {path}: {ancestor} refuses new files ({reason})"
     os.close(handle)
     os.unlink(trial)
     return None
