@@ -25,7 +25,8 @@ Prunes are stored in the prune store (SQLite) and reused by a later run with the
 settings; --fresh prunes again. The --json file is rewritten after every task and, when it
 exists, read first: a prune it records under the same key (the weights' hash, the pairs, the
 whole prune config and the recipe version) is reused, so a measurement too long for one sitting
-goes on where it stopped, on this machine or another.
+goes on where it stopped, on this machine or another; `--reuse OTHER.json` adds the prunes
+another run recorded, so models measured in parallel processes are joined by one final run.
 
     .venv/bin/python benchmarks/circuit_size.py --model sparse-topk=models/reference-sparse-topk \\
         --model dense-topk=models/reference-dense-d32 --seeds 3 --json sizes.json
@@ -69,7 +70,9 @@ def main() -> None:
         raise SystemExit(f"error: no ratio can be formed from the roles {sorted(runs)}")
     tasks = args.tasks.split(",") if args.tasks else list(TASKS)
     store = PruneStore()
-    recorded = recorded_prunes(args.json)
+    recorded = {}
+    for path in [*args.reuse, args.json]:
+        recorded |= recorded_prunes(path)
     rows = []
     for task in tasks:
         full = {role: validation_loss(run, task) for role, run in runs.items()}
@@ -113,6 +116,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fresh", action="store_true", help="prune again, ignore stored results")
     parser.add_argument("--controls", action="store_true", help="controls for sparse-topk")
     parser.add_argument("--json", type=Path, help="also write the rows and ratios here")
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        action="append",
+        default=[],
+        help="another run's --json whose recorded prunes are reused (repeatable): runs split "
+        "across processes or machines are joined by one run that names them all",
+    )
     args = parser.parse_args()
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
@@ -169,7 +180,7 @@ def prune_seeds(
         config = config_for(args, seed)
         key = prune_key(weights, splits, config)
         if key in recorded and not args.fresh:
-            print(f"  {task} ({path}, seed {seed}): recorded in {args.json}", flush=True)
+            print(f"  {task} ({path}, seed {seed}): recorded earlier", flush=True)
             prunes.append(recorded[key])
             continue
         try:

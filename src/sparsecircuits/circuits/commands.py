@@ -22,6 +22,11 @@ from sparsecircuits.errors import UserError
 from sparsecircuits.files import json_text
 
 # Shared by `prune` and `frontier`, which prune with the same recipe.
+TARGET_LOSS_HELP = (
+    "Task loss the circuit must reach, in nats per sequence (each prompt of a pair counted "
+    "alone); the paper's release sums the pair's two, so its 0.15 is 0.075 here. Chance is "
+    "ln 2 = 0.693."
+)
 STEPS_OPTION = click.option(
     "--steps",
     default=PruneConfig.steps,
@@ -58,7 +63,7 @@ def log_to_stderr(message: str) -> None:
     default=0.15,
     show_default=True,
     type=TARGET_LOSS,
-    help="Task loss the circuit must reach; well below chance (ln 2 = 0.693).",
+    help=TARGET_LOSS_HELP,
 )
 @click.option("--ablation", type=click.Choice(["mean", "zero"]), default="mean", show_default=True)
 @STEPS_OPTION
@@ -315,7 +320,9 @@ def check_plot_format(out: Path) -> None:
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--tasks", "task_names", required=True, help="Comma-separated task names.")
 @click.option("--out", required=True, type=OutputFile(), help="PNG plot.")
-@click.option("--target-loss", default=0.15, show_default=True, type=TARGET_LOSS)
+@click.option(
+    "--target-loss", default=0.15, show_default=True, type=TARGET_LOSS, help=TARGET_LOSS_HELP
+)
 @SWEEP_OPTION
 @STEPS_OPTION
 @click.option("--fresh", is_flag=True, help="Prune again even where a stored result exists.")
