@@ -68,7 +68,8 @@ class Norm(nn.Module):
             return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
         if not self.hook_scale.active:  # the fused kernel, unless the scale is read or edited
             return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
-        wide = x.float()
+        # Half precision is widened for the sum of squares; float64 stays float64.
+        wide = x.to(torch.promote_types(x.dtype, torch.float32))
         scale = self.hook_scale(wide.square().mean(dim=-1, keepdim=True).add(self.eps).sqrt())
         return (wide / scale).to(x.dtype) * self.weight
 
