@@ -166,7 +166,7 @@ def test_unknown_spec_is_a_user_error(tmp_path: Path):
         open_corpus(str(tmp_path / "nowhere"))
     other = tmp_path / "table.csv"
     other.write_text("a,b\n", encoding="utf-8")
-    with pytest.raises(UserError, match="expected 'stdlib', a directory"):
+    with pytest.raises(UserError, match="expected 'stdlib', 'installed', a .manifest file"):
         open_corpus(str(other))
     with pytest.raises(UserError, match="hf:NAME"):
         open_corpus("hf:")

@@ -27,6 +27,10 @@ if TYPE_CHECKING:  # the CLI imports torch-heavy packages only inside commands
 # Commands of the later pipeline stages live beside their code and import torch; they are
 # loaded only when run, so `sparsecircuits --help` answers at once. name -> (module, short help)
 STAGE_COMMANDS = {
+    "corpus": (
+        "sparsecircuits.data.commands",
+        "Build pinned corpora and count what a corpus holds for...",
+    ),
     "tasks": (
         "sparsecircuits.tasks.commands",
         "The binary next-token tasks: list them, show their pairs,...",

@@ -221,7 +221,8 @@ def claim_run_folder(
         raise UserError("the output folder is empty")
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} is a file, not a folder")
-    if not folder.exists():
+    created = not folder.exists()
+    if created:
         _make_folder(folder)
     elif not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"cannot write into {folder}: permission denied")
@@ -241,12 +242,26 @@ def claim_run_folder(
         raise UserError(
             f"{folder} is not empty and is not a {kind} run of this config; choose another --out"
         )
-    with _folder_lock(folder):
-        if marker is None:
-            write_json_atomic(folder / MARKER, wanted)
-        for sub in (folder, *[p for p in folder.iterdir() if p.is_dir() and p.name[0] != "."]):
-            remove_stale_temporaries(sub)
-        yield folder
+    try:
+        with _folder_lock(folder):
+            if marker is None:
+                write_json_atomic(folder / MARKER, wanted)
+            for sub in (folder, *[p for p in folder.iterdir() if p.is_dir() and p.name[0] != "."]):
+                remove_stale_temporaries(sub)
+            yield folder
+    except BaseException:
+        # A command that failed before writing anything leaves the folder as it found it.
+        if marker is None and not _has_content(folder):
+            _unclaim(folder, remove_folder=created)
+        raise
+
+
+def _unclaim(folder: Path, remove_folder: bool) -> None:
+    with contextlib.suppress(OSError):
+        for name in (MARKER, LOCK):
+            (folder / name).unlink(missing_ok=True)
+        if remove_folder:
+            folder.rmdir()
 
 
 def _make_folder(folder: Path) -> None:

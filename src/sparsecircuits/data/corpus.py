@@ -1,5 +1,6 @@
-"""Corpus readers: turn a corpus spec ("stdlib", a folder, a .txt/.jsonl file, hf:NAME) into
-a stream of documents, plus a cheap fingerprint of what the corpus holds for cache keys."""
+"""Corpus readers: the standard library, a folder, a .txt/.jsonl file or a Hugging Face
+dataset as a stream of documents, plus a cheap fingerprint of what the corpus holds for cache
+keys. Package corpora are in packages.py and manifest.py; specs.py picks one from a spec."""
 
 import hashlib
 import importlib
@@ -19,7 +20,14 @@ from sparsecircuits.errors import UserError, first_line
 from sparsecircuits.validation import parse_json
 
 # Third-party packages live inside the stdlib folder but are not part of it.
-_THIRD_PARTY_DIRS = frozenset({"site-packages", "dist-packages"})
+THIRD_PARTY_DIRS = frozenset({"site-packages", "dist-packages"})
+CACHE_ENV_VAR = "SPARSECIRCUITS_CACHE"
+
+
+def default_cache_root() -> Path:
+    """Where tokenizers, token streams, built corpora and stored results live."""
+    override = os.environ.get(CACHE_ENV_VAR)
+    return Path(override).expanduser() if override else Path.home() / ".cache" / "sparsecircuits"
 
 
 @dataclass(frozen=True)
@@ -37,7 +45,7 @@ def short_hash(*parts: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def _file_stamp(path: Path) -> str:
+def file_stamp(path: Path) -> str:
     """Size and modification time: enough to notice an edit without reading the file."""
     try:
         stat = path.stat()
@@ -59,6 +67,8 @@ class Corpus(ABC):
     description: str
     skipped: int = 0
     skip_unit: str = "files"  # what `skipped` counts, for messages
+    duplicates: int = 0  # documents left out because an earlier one had the same content
+    packages: list[str] | None = None  # "name==version" of a package corpus
 
     @abstractmethod
     def documents(self) -> Iterator[Document]:
@@ -88,7 +98,7 @@ class FileTreeCorpus(Corpus):
             yield Document(doc_id=relative, text=text)
 
     def fingerprint(self) -> str:
-        stamps = [f"{rel}={_file_stamp(self.root / rel)}" for rel in self.relative_paths]
+        stamps = [f"{rel}={file_stamp(self.root / rel)}" for rel in self.relative_paths]
         return short_hash("files", *stamps)
 
 
@@ -98,7 +108,7 @@ def stdlib_corpus() -> FileTreeCorpus:
     relative_paths = []
     for folder, subfolders, files in os.walk(root):
         # Prune in place so os.walk never descends into (possibly large) third-party trees.
-        subfolders[:] = [name for name in subfolders if name not in _THIRD_PARTY_DIRS]
+        subfolders[:] = [name for name in subfolders if name not in THIRD_PARTY_DIRS]
         for name in files:
             if name.endswith(".py") and os.path.isfile(os.path.join(folder, name)):
                 relative_paths.append(Path(folder, name).relative_to(root).as_posix())
@@ -135,7 +145,7 @@ class TextFileCorpus(Corpus):
                 yield Document(doc_id=f"{self.path.name}:{index}", text=chunk)
 
     def fingerprint(self) -> str:
-        return short_hash("txt", str(self.path.resolve()), _file_stamp(self.path))
+        return short_hash("txt", str(self.path.resolve()), file_stamp(self.path))
 
 
 class JsonlCorpus(Corpus):
@@ -166,7 +176,7 @@ class JsonlCorpus(Corpus):
                 yield Document(doc_id=f"{self.path.name}:{line_number}", text=text)
 
     def fingerprint(self) -> str:
-        return short_hash("jsonl", str(self.path.resolve()), _file_stamp(self.path))
+        return short_hash("jsonl", str(self.path.resolve()), file_stamp(self.path))
 
 
 class _CorpusLine(BaseModel):
@@ -214,7 +224,7 @@ class HuggingFaceCorpus(Corpus):
         return short_hash("hf", self.name, self.split, self.field)
 
 
-def _open_hf(spec: str) -> HuggingFaceCorpus:
+def open_hf(spec: str) -> HuggingFaceCorpus:
     parts = spec.removeprefix("hf:").split(":")
     if len(parts) > 3 or not all(parts):
         raise UserError(
@@ -225,28 +235,6 @@ def _open_hf(spec: str) -> HuggingFaceCorpus:
     defaults = ["train", "text"]  # split, field
     name, split, field = parts + defaults[len(parts) - 1 :]
     return HuggingFaceCorpus(name, split, field)
-
-
-def open_corpus(spec: str | None, glob: str = "**/*.py") -> Corpus:
-    """Open a corpus by spec: None or "stdlib", a directory (files matching `glob`), a .txt or
-    .jsonl file, or "hf:NAME[:SPLIT[:FIELD]]"."""
-    if spec is None or spec == "stdlib":
-        return stdlib_corpus()
-    if spec.startswith("hf:"):
-        return _open_hf(spec)
-    expected = "expected 'stdlib', a directory, a .txt or .jsonl file, or hf:NAME"
-    if not spec.strip():
-        raise UserError(f"empty corpus spec ({expected})")  # Path("") would mean the cwd
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return directory_corpus(path, glob)
-    if path.is_file() and path.suffix == ".txt":
-        return TextFileCorpus(path)
-    if path.is_file() and path.suffix == ".jsonl":
-        return JsonlCorpus(path)
-    if path.exists():
-        raise UserError(f"cannot use {spec} as a corpus ({expected})")
-    raise UserError(f"corpus not found: {spec} ({expected})")
 
 
 def is_validation(doc_id: str, val_fraction: float) -> bool:

@@ -23,13 +23,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sparsecircuits.data.corpus import Corpus, Document, is_validation, open_corpus, short_hash
+from sparsecircuits.data.corpus import (
+    Corpus,
+    Document,
+    default_cache_root,
+    is_validation,
+    short_hash,
+)
+from sparsecircuits.data.specs import open_corpus
 from sparsecircuits.data.tokenizer import CodeTokenizer
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import remove_stale_temporaries, temporary_path
 from sparsecircuits.validation import load_json
 
-CACHE_ENV_VAR = "SPARSECIRCUITS_CACHE"
 # When no whole document lands in validation (a corpus of a few files), this share of the end
 # of the train stream is held out instead, so tiny corpora still get a validation loss.
 TAIL_VAL_FRACTION = 0.05
@@ -51,11 +57,7 @@ class TokenizedCorpus:
     cache_dir: Path
     text_bytes: int = 0  # UTF-8 bytes of all encoded documents, for bytes-per-token figures
     val_from_train_tail: bool = False  # validation is the last tokens of the train stream
-
-
-def default_cache_root() -> Path:
-    override = os.environ.get(CACHE_ENV_VAR)
-    return Path(override).expanduser() if override else Path.home() / ".cache" / "sparsecircuits"
+    packages: list[str] | None = None  # "name==version" of a package corpus, else None
 
 
 def prepare_data(
@@ -76,8 +78,8 @@ def prepare_data(
     if not 0.0 <= val_fraction < 1.0:
         raise UserError(f"val_fraction must be in [0, 1), got {val_fraction}")
     label = "stdlib" if spec is None else spec
-    corpus = open_corpus(spec, glob)
     cache_root = Path(cache_root) if cache_root is not None else default_cache_root()
+    corpus = open_corpus(spec, glob, cache_root)
     data_fp = short_hash(corpus.fingerprint(), f"val_fraction={val_fraction!r}")
     if tokenizer is None:
         tokenizer_path = cache_root / "tokenizers" / f"{data_fp}-{vocab_size}.json"
@@ -101,6 +103,7 @@ def prepare_data(
         cache_dir=cache_dir,
         text_bytes=meta["text_bytes"],
         val_from_train_tail=meta["val_from_train_tail"],
+        packages=meta.get("packages"),
     )
 
 
@@ -186,6 +189,8 @@ def _build_token_cache(
         meta["tokenizer_sha"] = tokenizer.sha
         meta["vocab_size"] = tokenizer.vocab_size
         meta["val_fraction"] = val_fraction
+        meta["packages"] = corpus.packages
+        meta["duplicates"] = corpus.duplicates
         (temp_dir / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         finished_meanwhile = _read_complete_meta(cache_dir)
         if finished_meanwhile is not None:

@@ -122,6 +122,7 @@ def _train(
             "val_tokens": int(len(corpus.val)),
             "skipped_files": corpus.skipped_files,
             "fingerprint": corpus.cache_dir.name,  # corpus and tokenizer, to notice changes
+            **({"packages": corpus.packages} if corpus.packages else {}),
         },
     }
     if group.is_main:
