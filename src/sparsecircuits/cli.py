@@ -10,23 +10,22 @@ from typing import TYPE_CHECKING
 import click
 
 from sparsecircuits.cli_types import (
-    FRACTION,
-    POSITIVE_FLOAT,
     POSITIVE_INT,
-    SEED,
-    UNIT_INTERVAL,
     OutputPath,
-    count_at_least,
 )
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import json_text
 
 if TYPE_CHECKING:  # the CLI imports torch-heavy packages only inside commands
-    from sparsecircuits.train import TrainResult
+    pass
 
 # Commands of the later pipeline stages live beside their code and import torch; they are
 # loaded only when run, so `sparsecircuits --help` answers at once. name -> (module, short help)
 STAGE_COMMANDS = {
+    "train": (
+        "sparsecircuits.train.commands",
+        "Train a weight-sparse (or, with --density 1, dense) GPT.",
+    ),
     "corpus": (
         "sparsecircuits.data.commands",
         "Build pinned corpora and count what a corpus holds for...",
@@ -128,60 +127,6 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--preset", default=None, help="tiny, small or paper (default small).")
-@click.option(
-    "--out",
-    "out",
-    required=True,
-    type=OutputPath(),
-    help="Run directory (checkpoints, metrics, plots).",
-)
-@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
-@click.option("--density", type=FRACTION, help="Kept fraction of weights, e.g. 0.0625; 1 = dense.")
-@click.option(
-    "--embedding-density",
-    type=FRACTION,
-    help="Kept fraction of embeddings, unembedding and biases (default: --density).",
-)
-@click.option("--afrac", type=FRACTION, help="AbsTopK activation kept fraction (default: off).")
-@click.option("--steps", type=POSITIVE_INT, help="Optimizer steps.")
-@click.option("--tokens", type=POSITIVE_INT, help="Token budget (sets --steps).")
-@click.option("--seed", type=SEED)
-@click.option("--data", help="stdlib (default), a directory, a .txt/.jsonl file, or hf:NAME.")
-@click.option("--data-glob", help="File pattern inside a --data directory (default **/*.py).")
-@click.option("--device", help="cpu or cuda (bf16 autocast).")
-@click.option("--lr", type=POSITIVE_FLOAT, help="Peak learning rate.")
-@click.option("--batch-size", type=POSITIVE_INT, help="Sequences per step (over all processes).")
-@click.option("--anneal-end", type=UNIT_INTERVAL, help="Fraction of training spent annealing L0.")
-@click.option("--vocab-size", type=count_at_least(257), help="BPE vocabulary size.")
-@click.option("--eval-every", type=POSITIVE_INT, help="Steps between validation losses.")
-@click.option("--eval-tasks", help="Tasks (comma-separated) scored at each eval.")
-@click.option("--checkpoint-every", type=POSITIVE_INT, help="Steps between checkpoints.")
-@click.option("--n-layer", type=POSITIVE_INT)
-@click.option("--d-model", type=POSITIVE_INT)
-@click.option("--n-ctx", type=count_at_least(2))
-@click.option("--d-head", type=POSITIVE_INT)
-@click.option("--learned-positions/--no-learned-positions", default=None)
-@click.option("--bigram-table/--no-bigram-table", default=None)
-@click.option("--attention-sink/--no-attention-sink", default=None)
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(
-    preset: str | None, out: Path, resume: bool, tokens: int | None, quiet: bool, **flags: object
-) -> None:
-    """Train a weight-sparse (or, with --density 1, dense) GPT."""
-    from sparsecircuits.train import train as run_training
-    from sparsecircuits.train.flags import build_train_configs
-
-    model_config, train_config = build_train_configs(preset, out, resume, tokens, flags)
-    result = run_training(model_config, train_config, out, resume=resume, progress=not quiet)
-    click.echo(
-        f"trained {result.steps} steps ({result.tokens:,} tokens) into {out}: "
-        f"validation loss {result.val_loss:.4f} nats/token, {training_speed(result)}, "
-        f"{result.seconds:.0f} s"
-    )
-
-
-@cli.command()
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(run: Path, as_json: bool) -> None:
@@ -213,13 +158,12 @@ def info(run: Path, as_json: bool) -> None:
     click.echo(
         f"trained         {summary['tokens_trained'] or 0:,} tokens ({summary['steps'] or 0} steps)"
     )
-
-
-def training_speed(result: TrainResult) -> str:
-    """Tokens/s of a training call; a resumed run that was already complete trained none."""
-    if result.tokens_per_second > 0:
-        return f"{result.tokens_per_second:,.0f} tokens/s"
-    return "already fully trained"
+    data = summary["config"].get("data") or {}
+    if data.get("description"):
+        packages = data.get("packages") or []
+        listed = f" ({len(packages)} packages, listed in its config.json)" if packages else ""
+        click.echo(f"corpus          {data['description']}{listed}")
+        click.echo("tokenizer       the BPE trained on that corpus (tokenizer.json beside it)")
 
 
 # The shipped model whose quote circuit is small enough to read (AbsTopK, attention sink).
@@ -248,6 +192,7 @@ def demo(out: Path, tokens: int, data: str, circuit_model: Path, quiet: bool) ->
     from sparsecircuits.loading.checkpoint import latest_name
     from sparsecircuits.report import write_run_report
     from sparsecircuits.train import train as run_training
+    from sparsecircuits.train.commands import training_speed
     from sparsecircuits.train.flags import build_train_configs
 
     started = time.perf_counter()

@@ -1,5 +1,6 @@
 """Command-line training flags and the configs they set, both ways.
 
+`TRAINING_FLAGS` declares each flag once; `training_options` turns it into click options,
 `build_train_configs` turns a preset and flags into configs (or checks them against a run's
 saved configs on --resume); `train_command` turns a saved config back into the shortest
 `sparsecircuits train` command that reproduces it.
@@ -7,8 +8,20 @@ saved configs on --resume); `train_command` turns a saved config back into the s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import click
+
+from sparsecircuits.cli_types import (
+    FRACTION,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    SEED,
+    UNIT_INTERVAL,
+    count_at_least,
+)
 from sparsecircuits.errors import UserError
 from sparsecircuits.loading import TrainConfig
 from sparsecircuits.loading.checkpoint import read_json, resolve_checkpoint
@@ -21,31 +34,70 @@ from sparsecircuits.train.config import (
 )
 from sparsecircuits.train.run_folder import RESUMABLE_FIELDS
 
-# CLI flag -> (config, field): which dataclass field a training flag overrides.
-TRAIN_FLAGS = {
-    "density": ("train", "density"),
-    "embedding_density": ("train", "embedding_density"),
-    "afrac": ("model", "afrac"),
-    "steps": ("train", "steps"),
-    "seed": ("train", "seed"),
-    "data": ("train", "data"),
-    "data_glob": ("train", "data_glob"),
-    "device": ("train", "device"),
-    "lr": ("train", "lr"),
-    "batch_size": ("train", "batch_size"),
-    "anneal_end": ("train", "anneal_end"),
-    "vocab_size": ("train", "vocab_size"),
-    "eval_every": ("train", "eval_every"),
-    "eval_tasks": ("train", "eval_tasks"),
-    "checkpoint_every": ("train", "checkpoint_every"),
-    "n_layer": ("model", "n_layer"),
-    "d_model": ("model", "d_model"),
-    "n_ctx": ("model", "n_ctx"),
-    "d_head": ("model", "d_head"),
-    "learned_positions": ("model", "learned_positions"),
-    "bigram_table": ("model", "bigram_table"),
-    "attention_sink": ("model", "attention_sink"),
-}
+
+@dataclass(frozen=True)
+class Flag:
+    """One training flag: the config field it sets and how the command line reads it."""
+
+    section: str  # "model" (GPTConfig) or "train" (TrainConfig)
+    field: str
+    type: click.ParamType | None = None
+    help: str | None = None
+    switch: bool = False  # --name/--no-name
+
+    @property
+    def option(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+
+# Every flag that overrides a config field, declared once: the `train` command's options,
+# build_train_configs and train_command all read this table. Defaults come from the preset.
+TRAINING_FLAGS = (
+    Flag("train", "density", FRACTION, "Kept fraction of weights, e.g. 0.0625; 1 = dense."),
+    Flag(
+        "train",
+        "embedding_density",
+        FRACTION,
+        "Kept fraction of embeddings, unembedding and biases (default: --density).",
+    ),
+    Flag("model", "afrac", FRACTION, "AbsTopK activation kept fraction (default: off)."),
+    Flag("train", "steps", POSITIVE_INT, "Optimizer steps."),
+    Flag("train", "seed", SEED),
+    Flag(
+        "train",
+        "data",
+        help="stdlib (default), installed, a .manifest built by `corpus build`, a directory, "
+        "a .txt/.jsonl file, or hf:NAME.",
+    ),
+    Flag("train", "data_glob", help="File pattern inside a --data directory (default **/*.py)."),
+    Flag("train", "device", help="cpu or cuda (bf16 autocast)."),
+    Flag("train", "lr", POSITIVE_FLOAT, "Peak learning rate."),
+    Flag("train", "batch_size", POSITIVE_INT, "Sequences per step (over all processes)."),
+    Flag("train", "anneal_end", UNIT_INTERVAL, "Fraction of training spent annealing L0."),
+    Flag("train", "vocab_size", count_at_least(257), "BPE vocabulary size."),
+    Flag("train", "eval_every", POSITIVE_INT, "Steps between validation losses."),
+    Flag("train", "eval_tasks", help="Tasks (comma-separated) scored at each eval."),
+    Flag("train", "checkpoint_every", POSITIVE_INT, "Steps between checkpoints."),
+    Flag("model", "n_layer", POSITIVE_INT),
+    Flag("model", "d_model", POSITIVE_INT),
+    Flag("model", "n_ctx", count_at_least(2)),
+    Flag("model", "d_head", POSITIVE_INT),
+    Flag("model", "learned_positions", switch=True),
+    Flag("model", "bigram_table", switch=True),
+    Flag("model", "attention_sink", switch=True),
+)
+TRAIN_FLAGS = {flag.field: flag for flag in TRAINING_FLAGS}
+
+
+def training_options(command: Callable) -> Callable:
+    """Add every TRAINING_FLAGS option to a click command (each defaults to None: unset)."""
+    for flag in reversed(TRAINING_FLAGS):
+        if flag.switch:
+            option = click.option(f"{flag.option}/--no-{flag.option[2:]}", default=None)
+        else:
+            option = click.option(flag.option, type=flag.type, help=flag.help)
+        command = option(command)
+    return command
 
 
 def build_train_configs(
@@ -72,7 +124,7 @@ def build_train_configs(
     for flag, value in flags.items():
         if value is None:
             continue
-        section, field = TRAIN_FLAGS[flag]
+        section, field = TRAIN_FLAGS[flag].section, flag
         current = configs[section][field]
         if resume and flag not in RESUMABLE_FIELDS and current != value:
             raise UserError(f"config mismatch on --resume: {flag} was {current}, now {value}")
@@ -95,13 +147,13 @@ def train_command(config: dict, out: str) -> str:
     base_model, base_train = preset_configs(preset if preset != "custom" else "small")
     base = {"model": base_model.to_dict(), "train": base_train.to_dict()}
     words = ["sparsecircuits", "train", "--preset", base["train"]["preset"]]
-    for flag, (section, field) in TRAIN_FLAGS.items():
-        value = config[section].get(field)
-        if flag in RESUMABLE_FIELDS or value is None or value == base[section].get(field):
+    for flag in TRAINING_FLAGS:
+        value = config[flag.section].get(flag.field)
+        unchanged = value is None or value == base[flag.section].get(flag.field)
+        if flag.field in RESUMABLE_FIELDS or unchanged:
             continue
-        option = "--" + flag.replace("_", "-")
         if isinstance(value, bool):
-            words.append(option if value else option.replace("--", "--no-", 1))
+            words.append(flag.option if value else flag.option.replace("--", "--no-", 1))
         else:
-            words += [option, str(value)]
+            words += [flag.option, str(value)]
     return " ".join([*words, "--out", out])

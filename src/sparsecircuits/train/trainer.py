@@ -11,7 +11,7 @@ import contextlib
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -79,6 +79,61 @@ def train(
         distributed.finish(group)
 
 
+@dataclass
+class Setup:
+    """Everything a training loop needs, built once before its first step."""
+
+    device: torch.device
+    per_rank_batch: int
+    corpus: TokenizedCorpus
+    model: GPT
+    ddp_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    run_config: dict  # saved with every checkpoint
+    eval_set: list  # fixed validation windows
+    task_sets: dict[str, TaskBatch]  # --eval-tasks validation pairs (main process only)
+    state: StepState  # where the run stands: after a resume, where it stopped
+
+
+@dataclass
+class StepState:
+    """The run after a step: the record of metrics.jsonl and, without the per-step extras,
+    the state saved with a checkpoint (what --resume starts from)."""
+
+    step: int = 0
+    tokens: int = 0
+    train_loss: float = math.nan
+    val_loss: float = math.nan  # the last evaluation's, until the next one
+    density: float = 1.0
+    lr: float = 0.0
+    tokens_per_second: float = 0.0
+    tasks: dict | None = None  # this step's task scores, if it evaluated
+
+    def checkpoint_state(self) -> dict:
+        return {
+            "step": self.step,
+            "tokens": self.tokens,
+            "train_loss": self.train_loss,
+            "val_loss": self.val_loss,
+            "density": self.density,
+        }
+
+    def metrics_record(self, evaluated: bool) -> dict:
+        record = {
+            "step": self.step,
+            "tokens": self.tokens,
+            "loss": self.train_loss,
+            "lr": self.lr,
+            "density": self.density,
+            "tokens_per_second": self.tokens_per_second,
+        }
+        if evaluated:
+            record["val_loss"] = self.val_loss
+            if self.tasks:
+                record["tasks"] = self.tasks
+        return record
+
+
 def _train(
     model_config: GPTConfig,
     config: TrainConfig,
@@ -87,11 +142,98 @@ def _train(
     resume: bool,
     progress: bool,
 ) -> TrainResult:
+    setup = prepare_training(model_config, config, run_dir, group, resume, progress)
+    model, corpus, state = setup.model, setup.corpus, setup.state
+    tokens_per_step = config.batch_size * model_config.n_ctx
+    generator = torch.Generator()
+    bar = progress_bar(config.steps, state.step, progress and group.is_main)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=setup.device.type == "cuda")
+    started = time.perf_counter()
+    for step in range(state.step, config.steps):
+        step_started = time.perf_counter()
+        density, embedding_density, lr = schedule_at(step, config)
+        for param_group in setup.optimizer.param_groups:
+            param_group["lr"] = lr
+        generator.manual_seed(config.seed * 1_000_003 + step * 7919 + group.rank)
+        inputs, targets = sample_batch(
+            corpus.train, setup.per_rank_batch, model_config.n_ctx, generator
+        )
+        loss = training_step(
+            setup,
+            inputs.to(setup.device),
+            targets.to(setup.device),
+            (density, embedding_density),
+            config,
+            autocast,
+            group,
+        )
+        if not math.isfinite(loss):
+            bar.close()
+            kept = latest_name(run_dir) or "none was written yet"
+            raise UserError(
+                f"loss became {loss} at step {step}; stopped, the last good checkpoint "
+                f"is kept ({kept}). Try a lower --lr."
+            )
+        speed = tokens_per_step / (time.perf_counter() - step_started)
+        done = step + 1
+        state = replace(
+            state,
+            step=done,
+            tokens=done * tokens_per_step,
+            train_loss=loss,
+            density=density,
+            lr=lr,
+            # A moving average of the steps' own speed (evaluations and saves not counted).
+            tokens_per_second=speed
+            if step == setup.state.step
+            else 0.9 * state.tokens_per_second + 0.1 * speed,
+            tasks=None,
+        )
+        evaluated = done % config.eval_every == 0 or done == config.steps
+        if evaluated:
+            state = evaluated_state(setup, state, group)
+        if group.is_main:
+            append_jsonl(run_dir / METRICS, state.metrics_record(evaluated))
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                save_checkpoint(
+                    run_dir,
+                    model,
+                    corpus.tokenizer,
+                    setup.run_config,
+                    state.checkpoint_state(),
+                    setup.optimizer,
+                )
+        bar.set_postfix(
+            progress_postfix(loss, state.val_loss, state.tokens_per_second, density), refresh=False
+        )
+        bar.update(1)
+    bar.close()
+    if group.is_main:
+        plot_loss_curve(run_dir / METRICS, run_dir / "loss.png")
+    return TrainResult(
+        run_dir,
+        state.step,
+        state.tokens,
+        state.val_loss,
+        state.tokens_per_second,
+        time.perf_counter() - started,
+    )
+
+
+def prepare_training(
+    model_config: GPTConfig,
+    config: TrainConfig,
+    run_dir: Path,
+    group: distributed.ProcessGroup,
+    resume: bool,
+    progress: bool,
+) -> Setup:
+    """The device, corpus, model and optimizer (restored on --resume), and the fixed
+    evaluation sets."""
     device = select_device(config.device, group)
     if config.batch_size % group.world_size:
         raise UserError(f"batch size {config.batch_size} does not split over {group.world_size}")
     per_rank_batch = config.batch_size // group.world_size
-
     # --resume before the first checkpoint (killed early) simply starts the run again.
     previous = load_run(run_dir) if resume and latest_name(run_dir) is not None else None
     corpus = load_corpus(config, previous, group, progress)
@@ -101,19 +243,60 @@ def _train(
     torch.manual_seed(config.seed)
     model = GPT(model_config).to(device)
     optimizer = build_optimizer(model, config)
-    start_step = 0
+    state = StepState()
     if previous is not None:
         model.load_state_dict(previous.model.state_dict())
         load_optimizer_state(previous.path, optimizer)
-        start_step = previous.state["step"]
-    ddp_model = (
-        DistributedDataParallel(
+        state = resumed_state(previous.state)
+    ddp_model = model
+    if group.distributed:
+        ddp_model = DistributedDataParallel(
             model, device_ids=[group.local_rank] if device.type == "cuda" else None
         )
-        if group.distributed
-        else model
+    if group.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        kept = keep_metrics_before(run_dir / METRICS, state.step)
+        if kept.dropped_line is not None:
+            print(
+                f"warning: {run_dir / METRICS}: dropped its unfinished last line "
+                f"(line {kept.dropped_line}, as a killed run leaves it)",
+                file=sys.stderr,
+            )
+    return Setup(
+        device=device,
+        per_rank_batch=per_rank_batch,
+        corpus=corpus,
+        model=model,
+        ddp_model=ddp_model,
+        optimizer=optimizer,
+        run_config=run_config(model_config, config, corpus),
+        eval_set=validation_batches(
+            corpus.val, per_rank_batch, model_config.n_ctx, config.eval_tokens
+        ),
+        task_sets=(  # only the main process evaluates
+            task_eval_sets(config.eval_task_names, corpus.tokenizer, model_config.n_ctx)
+            if group.is_main
+            else {}
+        ),
+        state=state,
     )
-    run_config = {
+
+
+def resumed_state(saved: dict) -> StepState:
+    """A checkpoint's state; a resumed run keeps the last evaluation's loss until the next."""
+    val_loss = saved.get("val_loss")
+    return StepState(
+        step=saved["step"],
+        tokens=saved.get("tokens", 0),
+        train_loss=saved.get("train_loss", math.nan),
+        val_loss=math.nan if val_loss is None else val_loss,
+        density=saved.get("density", 1.0),
+    )
+
+
+def run_config(model_config: GPTConfig, config: TrainConfig, corpus: TokenizedCorpus) -> dict:
+    """The config.json of every checkpoint: model, training and what the corpus was."""
+    return {
         "model": model_config.to_dict(),
         "train": config.to_dict(),
         "data": {
@@ -125,127 +308,45 @@ def _train(
             **({"packages": corpus.packages} if corpus.packages else {}),
         },
     }
-    if group.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        kept = keep_metrics_before(run_dir / METRICS, start_step)
-        if kept.dropped_line is not None:
-            print(
-                f"warning: {run_dir / METRICS}: dropped its unfinished last line "
-                f"(line {kept.dropped_line}, as a killed run leaves it)",
-                file=sys.stderr,
-            )
-    eval_set = validation_batches(
-        corpus.val, per_rank_batch, model_config.n_ctx, config.eval_tokens
+
+
+def schedule_at(step: int, config: TrainConfig) -> tuple[float, float | None, float]:
+    """The kept fractions (block weights; embeddings and biases) and learning rate of a step."""
+    density = kept_fraction(step, config.steps, config.density, config.anneal_end)
+    embedding_density = config.embedding_density and kept_fraction(
+        step, config.steps, config.embedding_density, config.anneal_end
     )
-    task_sets = (  # only the main process evaluates
-        task_eval_sets(config.eval_task_names, corpus.tokenizer, model_config.n_ctx)
-        if group.is_main
-        else {}
+    lr = sharkfin_learning_rate(
+        step, config.steps, config.lr, config.density, density, config.warmup_frac
     )
-    tokens_per_step = config.batch_size * model_config.n_ctx
-    generator = torch.Generator()
-    bar = tqdm(
-        total=config.steps,
-        initial=start_step,
+    return density, embedding_density, lr
+
+
+def evaluated_state(setup: Setup, state: StepState, group: distributed.ProcessGroup) -> StepState:
+    """The state with a fresh validation loss and task scores (the main process evaluates)."""
+    if not group.is_main:
+        return replace(state, val_loss=math.nan)
+    scores = {name: evaluate_task(setup.model, pairs) for name, pairs in setup.task_sets.items()}
+    tasks = {
+        name: {key: score[key] for key in ("loss", "accuracy")} for name, score in scores.items()
+    }
+    return replace(state, val_loss=evaluate(setup.model, setup.eval_set, setup.device), tasks=tasks)
+
+
+def progress_bar(total: int, initial: int, shown: bool) -> tqdm:
+    return tqdm(
+        total=total,
+        initial=initial,
         unit="step",
-        disable=not (progress and group.is_main),
+        disable=not shown,
         dynamic_ncols=True,
         mininterval=1.0 if sys.stderr.isatty() else 15.0,
         file=sys.stderr,
     )
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    state = dict(previous.state) if previous else {"step": 0}
-    # The last evaluation's loss: a resumed run has one from before it stopped.
-    val_loss = state.get("val_loss")
-    val_loss = math.nan if val_loss is None else val_loss
-    speed, started = 0.0, time.perf_counter()
-    for step in range(start_step, config.steps):
-        step_started = time.perf_counter()
-        density = kept_fraction(step, config.steps, config.density, config.anneal_end)
-        embedding_density = config.embedding_density and kept_fraction(
-            step, config.steps, config.embedding_density, config.anneal_end
-        )
-        lr = sharkfin_learning_rate(
-            step, config.steps, config.lr, config.density, density, config.warmup_frac
-        )
-        for param_group in optimizer.param_groups:
-            param_group["lr"] = lr
-        generator.manual_seed(config.seed * 1_000_003 + step * 7919 + group.rank)
-        inputs, targets = sample_batch(corpus.train, per_rank_batch, model_config.n_ctx, generator)
-        inputs, targets = inputs.to(device), targets.to(device)
-        loss_value = training_step(
-            model,
-            ddp_model,
-            optimizer,
-            inputs,
-            targets,
-            (density, embedding_density),
-            config,
-            autocast,
-            group,
-        )
-        if not math.isfinite(loss_value):
-            bar.close()
-            kept = latest_name(run_dir) or "none was written yet"
-            raise UserError(
-                f"loss became {loss_value} at step {step}; stopped, the last good checkpoint "
-                f"is kept ({kept}). Try a lower --lr."
-            )
-
-        elapsed = time.perf_counter() - step_started
-        speed = (
-            tokens_per_step / elapsed
-            if speed == 0
-            else 0.9 * speed + 0.1 * tokens_per_step / elapsed
-        )
-        done = step + 1
-        record = {
-            "step": done,
-            "tokens": done * tokens_per_step,
-            "loss": loss_value,
-            "lr": lr,
-            "density": density,
-            "tokens_per_second": speed,
-        }
-        if done % config.eval_every == 0 or done == config.steps:
-            val_loss = evaluate(model, eval_set, device) if group.is_main else math.nan
-            record["val_loss"] = val_loss
-            if task_sets:
-                scores = {name: evaluate_task(model, pairs) for name, pairs in task_sets.items()}
-                record["tasks"] = {
-                    name: {key: score[key] for key in ("loss", "accuracy")}
-                    for name, score in scores.items()
-                }
-        state = {
-            "step": done,
-            "tokens": done * tokens_per_step,
-            "train_loss": loss_value,
-            "val_loss": val_loss,
-            "density": density,
-        }
-        if group.is_main:
-            append_jsonl(run_dir / METRICS, record)
-            if done % config.checkpoint_every == 0 or done == config.steps:
-                save_checkpoint(run_dir, model, corpus.tokenizer, run_config, state, optimizer)
-        bar.set_postfix(progress_postfix(loss_value, val_loss, speed, density), refresh=False)
-        bar.update(1)
-    bar.close()
-    if group.is_main:
-        plot_loss_curve(run_dir / METRICS, run_dir / "loss.png")
-    return TrainResult(
-        run_dir,
-        state["step"],
-        state.get("tokens", 0),
-        state.get("val_loss", val_loss),
-        speed,
-        time.perf_counter() - started,
-    )
 
 
 def training_step(
-    model: GPT,
-    ddp_model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    setup: Setup,
     inputs: torch.Tensor,
     targets: torch.Tensor,
     densities: tuple[float, float | None],
@@ -256,16 +357,16 @@ def training_step(
     """One update; returns the loss (averaged over processes). A non-finite loss is returned
     before anything is changed, so the caller can stop with the model intact."""
     with autocast:
-        loss = next_token_loss(ddp_model(inputs), targets)
+        loss = next_token_loss(setup.ddp_model(inputs), targets)
     loss_value = mean_over_ranks(loss.detach(), group)
     if not math.isfinite(loss_value):
         return loss_value
     loss.backward()
-    rescale_gradients(model, config.grad_rms)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    rescale_gradients(setup.model, config.grad_rms)
+    setup.optimizer.step()
+    setup.optimizer.zero_grad(set_to_none=True)
     density, embedding_density = densities  # of the block weights; of embeddings and biases
-    project_to_density(model, density, config.min_per_neuron, embedding_density)
+    project_to_density(setup.model, density, config.min_per_neuron, embedding_density)
     return loss_value
 
 
