@@ -187,6 +187,30 @@ def test_greedy_generation_extends_the_prompt():
     assert torch.equal(out[:, :4], TOKENS[:1, :4])
 
 
+def test_sampling_with_top_k_one_is_greedy_and_a_seed_repeats_it():
+    model = make_model()
+    prompt = TOKENS[:2, :4]
+    greedy = model.generate(prompt, max_new_tokens=6)
+    assert torch.equal(model.generate(prompt, 6, temperature=1.5, top_k=1), greedy)
+
+    def sample(seed: int) -> torch.Tensor:
+        return model.generate(prompt, 6, 1.0, 5, torch.Generator().manual_seed(seed))
+
+    assert torch.equal(sample(3), sample(3))
+    samples = torch.stack([sample(seed) for seed in range(8)])
+    assert not all(torch.equal(samples[0], other) for other in samples[1:])
+
+
+def test_sampled_tokens_are_always_among_the_top_k():
+    model = make_model().double()  # so the re-run below ranks the logits exactly as sampling did
+    out = model.generate(TOKENS[:3, :4], 8, temperature=5.0, top_k=3)
+    with torch.no_grad():
+        logits = model(out[:, :-1])
+    for position in range(4, out.shape[1]):
+        allowed = logits[:, position - 1].topk(3, dim=-1).indices
+        assert (allowed == out[:, position : position + 1]).any(dim=-1).all()
+
+
 def test_the_hook_table_in_the_docs_lists_exactly_the_model_hooks():
     import re
     from pathlib import Path

@@ -41,8 +41,8 @@ def test_report_puts_the_run_beside_a_reference_model(tiny_run, tmp_path):
     from pathlib import Path
 
     from sparsecircuits.loading import load_run
-    from sparsecircuits.report.run_report import COMPARED_TASKS
-    from sparsecircuits.tasks import evaluate_pairs, task_pairs
+    from sparsecircuits.report.run_report import TARGET_LOSS, TASK_PAIRS
+    from sparsecircuits.tasks import PAPER_TASKS, TASKS, evaluate_pairs, task_pairs
 
     reference = Path(__file__).parents[1] / "models" / "reference-sparse"
     prompts = ("x = '<b>bold</b>'\nprint(x", "def f(a, b):\n    return")
@@ -51,15 +51,39 @@ def test_report_puts_the_run_beside_a_reference_model(tiny_run, tmp_path):
     assert "<b>bold" not in html and "&lt;b&gt;bold" in html
     # Two completions per prompt (this run, the reference) in one table, no separate list.
     assert html.count('<span class="completion">') == 2 * len(prompts)
+    # What the models can do comes first: every task of the suite, both models.
+    assert html.index("the task suite") < html.index("Completions") < html.index("Loss curve")
     rows = [line for line in html.splitlines() if "<td><code>" in line]
-    assert [row.split("<code>")[1].split("<")[0] for row in rows] == list(COMPARED_TASKS)
+    assert [row.split("<code>")[1].split("<")[0] for row in rows] == list(TASKS)
     models = (load_run(tiny_run), load_run(reference))
-    for task, row in zip(COMPARED_TASKS, rows, strict=True):
+    done = [0, 0]
+    for task, row in zip(TASKS, rows, strict=True):
         cells = [cell.split("<")[0] for cell in row.split('class="num">')[1:]]
         expected = []
-        for run in models:
-            result = evaluate_pairs(task, task_pairs(task, "test", 128), run.model, run.tokenizer)
-            # A context too short for every prompt of the task is said, not invented.
-            numbers = (result["loss"], result["accuracy"]) if result["n"] else None
-            expected += [f"{n:.3f}" for n in numbers] if numbers else ["n/a", "n/a"]
+        for index, run in enumerate(models):
+            pairs = task_pairs(task, "test", TASK_PAIRS)
+            result = evaluate_pairs(task, pairs, run.model, run.tokenizer)
+            if not result["n"]:  # a context too short for every prompt is said, not invented
+                expected += ["n/a", "n/a"]
+                continue
+            below = result["loss"] <= TARGET_LOSS
+            done[index] += below and task in PAPER_TASKS
+            expected += [
+                f"{result['loss']:.3f}" + (" ✓" if below else ""),
+                f"{result['accuracy']:.3f}",
+            ]
         assert cells == expected
+    assert f"this run\n<strong>{done[0]} of 20</strong>" in html
+    assert f"the shipped model\n<strong>{done[1]} of 20</strong>" in html
+    assert done[1] >= 5  # the shipped model does several tasks; the tiny run is far behind
+
+
+def test_completions_are_sampled_the_same_way_every_time(tiny_run):
+    from sparsecircuits.loading import load_run
+    from sparsecircuits.report import completions
+
+    run = load_run(tiny_run)
+    prompts = ("def add(a, b):\n    return", "import os\nimport")
+    first, second = completions(run, prompts), completions(run, prompts)
+    assert first == second and [c["prompt"] for c in first] == list(prompts)
+    assert all(c["completion"] for c in first)

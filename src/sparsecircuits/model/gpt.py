@@ -302,11 +302,28 @@ class GPT(HookedModule):
         return output, store
 
     @torch.no_grad()
-    def generate(self, tokens: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        """Greedy continuation of a [batch, pos] prompt."""
+    @torch.no_grad()
+    def generate(
+        self,
+        tokens: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Continue a [batch, pos] prompt: greedily at temperature 0, else sampled from the
+        softmax of logits / temperature over the `top_k` likeliest tokens (all if None),
+        drawn from `generator` (on the model's device) for repeatable samples."""
         for _ in range(max_new_tokens):
-            window = tokens[:, -self.config.n_ctx :]
-            next_token = self(window)[:, -1].argmax(dim=-1, keepdim=True)
+            logits = self(tokens[:, -self.config.n_ctx :])[:, -1].float()
+            if temperature <= 0:
+                next_token = logits.argmax(dim=-1, keepdim=True)
+            else:
+                if top_k is not None and top_k < logits.shape[-1]:
+                    floor = logits.topk(top_k, dim=-1).values[:, -1:]
+                    logits = logits.masked_fill(logits < floor, -math.inf)
+                probabilities = (logits / temperature).softmax(dim=-1)
+                next_token = torch.multinomial(probabilities, 1, generator=generator)
             tokens = torch.cat([tokens, next_token], dim=1)
         return tokens
 

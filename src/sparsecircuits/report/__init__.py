@@ -4,6 +4,6 @@ Downstream of everything: imports `sparsecircuits.train` (to load runs) and the 
 the other way round. Every string from a model or corpus is escaped by the templates.
 """
 
-from sparsecircuits.report.run_report import DEFAULT_PROMPTS, greedy_completions, write_run_report
+from sparsecircuits.report.run_report import DEFAULT_PROMPTS, completions, write_run_report
 
-__all__ = ["DEFAULT_PROMPTS", "greedy_completions", "write_run_report"]
+__all__ = ["DEFAULT_PROMPTS", "completions", "write_run_report"]

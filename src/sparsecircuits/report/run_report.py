@@ -1,5 +1,6 @@
-"""The HTML report of one training run: loss curve, density per layer, greedy completions,
-and, beside a reference model, the same completions and task results side by side.
+"""The HTML report of one training run: what it can do first (the task suite, sampled
+completions), then its loss curve and density per layer; beside a reference model, both
+side by side.
 
 Rendered by an autoescaping template (`sparsecircuits.render`): every string from the run's
 config, the corpus, the model or a circuit file is escaped, every number goes through the
@@ -19,7 +20,7 @@ import torch
 from sparsecircuits.files import write_text_atomic
 from sparsecircuits.loading import Run, load_run
 from sparsecircuits.render import render, template_environment
-from sparsecircuits.tasks import evaluate_pairs, task_pairs
+from sparsecircuits.tasks import PAPER_TASKS, TASKS, evaluate_pairs, task_pairs
 from sparsecircuits.train.plots import plot_loss_curve
 from sparsecircuits.train.summary import summarize_run
 
@@ -36,35 +37,65 @@ DEFAULT_PROMPTS = (
     "try:\n    value = int(text)\nexcept ValueError:\n    ",
 )
 
-# Tasks the side-by-side table scores: two any small model learns, two that need more.
-COMPARED_TASKS = ("while_return_true", "single_double_quote", "if_equals", "bracket_counting")
+# Completions are sampled, as a language model's text usually is: greedy decoding of a small
+# model loops (`import os` seven times), which says little about what it learned.
+SAMPLING = {"temperature": 0.8, "top_k": 40, "seed": 0}
+TARGET_LOSS = 0.15  # a task counts as done below this loss (per sequence)
+TASK_PAIRS = 64  # test pairs per task in the report's table
 
 TEMPLATES = template_environment("sparsecircuits.report")
 EXPLANATIONS_SHOWN = 12
 
 
-def greedy_completions(run: Run, prompts: tuple[str, ...], max_new_tokens: int = 24) -> list[dict]:
-    """Each prompt with the model's greedy continuation (decoded text)."""
-    completions = []
+def completions(run: Run, prompts: tuple[str, ...], max_new_tokens: int = 32) -> list[dict]:
+    """Each prompt with one continuation sampled as SAMPLING says (decoded text); the same
+    model, prompts and seed give the same text."""
+    device = next(run.model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(SAMPLING["seed"])
+    results = []
     for prompt in prompts:
         ids = run.tokenizer.encode(prompt)[-run.model_config.n_ctx :]
-        tokens = torch.tensor([ids], device=next(run.model.parameters()).device)
-        generated = run.model.generate(tokens, max_new_tokens)[0, len(ids) :].tolist()
-        completions.append({"prompt": prompt, "completion": run.tokenizer.decode(generated)})
-    return completions
+        tokens = torch.tensor([ids], device=device)
+        generated = run.model.generate(
+            tokens,
+            max_new_tokens,
+            temperature=SAMPLING["temperature"],
+            top_k=SAMPLING["top_k"],
+            generator=generator,
+        )
+        text = run.tokenizer.decode(generated[0, len(ids) :].tolist())
+        results.append({"prompt": prompt, "completion": text})
+    return results
 
 
-def task_results(run: Run, tasks: tuple[str, ...], n: int = 128) -> dict[str, dict]:
-    """Loss and accuracy of `run` on the test pairs of each task, by task name."""
-    return {
-        task: evaluate_pairs(task, task_pairs(task, "test", n), run.model, run.tokenizer)
-        for task in tasks
-    }
+def task_results(run: Run, tasks: tuple[str, ...], n: int = TASK_PAIRS) -> dict[str, dict]:
+    """Loss and accuracy of `run` on `n` test pairs of each task, by task name, and whether
+    it does the task ("done": loss at most TARGET_LOSS)."""
+    results = {}
+    for task in tasks:
+        result = evaluate_pairs(task, task_pairs(task, "test", n), run.model, run.tokenizer)
+        results[task] = result | {"done": result["n"] > 0 and result["loss"] <= TARGET_LOSS}
+    return results
+
+
+def task_table(runs: list[Run], n: int = TASK_PAIRS) -> dict:
+    """Every task of the suite on each run's test pairs, and how many of the paper's twenty
+    each run does below TARGET_LOSS."""
+    by_run = [task_results(run, tuple(TASKS), n) for run in runs]
+    rows = [
+        {"task": name, "description": task.description, "results": [r[name] for r in by_run]}
+        for name, task in TASKS.items()
+    ]
+    done = [
+        sum(row["results"][i]["done"] for row in rows if row["task"] in PAPER_TASKS)
+        for i in range(len(runs))
+    ]
+    return {"rows": rows, "done": done, "of": len(PAPER_TASKS), "pairs": n, "target": TARGET_LOSS}
 
 
 def side_by_side(run: Run, reference: Run, prompts: tuple[str, ...]) -> dict:
-    """What training buys: `run` and `reference` on the same prompts and tasks."""
-    ours, theirs = greedy_completions(run, prompts), greedy_completions(reference, prompts)
+    """What training buys: `run` and `reference` on the same prompts."""
+    ours, theirs = completions(run, prompts), completions(reference, prompts)
     return {
         "path": str(reference.path),
         "val_loss": reference.state.get("val_loss"),
@@ -72,14 +103,6 @@ def side_by_side(run: Run, reference: Run, prompts: tuple[str, ...]) -> dict:
         "completions": [
             {"prompt": a["prompt"], "ours": a["completion"], "theirs": b["completion"]}
             for a, b in zip(ours, theirs, strict=True)
-        ],
-        "tasks": [
-            {"task": task, "ours": mine, "theirs": other}
-            for (task, mine), other in zip(
-                task_results(run, COMPARED_TASKS).items(),
-                task_results(reference, COMPARED_TASKS).values(),
-                strict=True,
-            )
         ],
     }
 
@@ -125,7 +148,8 @@ def write_run_report(
     `explanations`, if given, are rows of the explanations database, best first.
     """
     run = load_run(run_dir)
-    compared = side_by_side(run, load_run(reference), prompts) if reference else None
+    other = load_run(reference) if reference else None
+    compared = side_by_side(run, other, prompts) if other else None
     summary = summarize_run(run)
     curve = plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png").read_bytes()
     html = render(
@@ -137,7 +161,9 @@ def write_run_report(
         data=summary["config"].get("data", {}),
         loss_curve=data_uri(curve),
         density_plot=data_uri(density_per_layer_png(summary)),
-        completions=greedy_completions(run, prompts),
+        completions=completions(run, prompts),
+        sampling=SAMPLING,
+        tasks=task_table([run, other] if other else [run]),
         circuit=circuit,
         compared=compared,
         explanations=(explanations or [])[:EXPLANATIONS_SHOWN],

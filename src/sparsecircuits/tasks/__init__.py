@@ -31,11 +31,20 @@ from sparsecircuits.tasks.pairs import (
     read_pairs_jsonl,
     write_pairs_jsonl,
 )
-from sparsecircuits.tasks.suite import CONTROL_TASKS, SPLITS, TASKS, Task, get_task, task_pairs
+from sparsecircuits.tasks.suite import (
+    CONTROL_TASKS,
+    PAPER_TASKS,
+    SPLITS,
+    TASKS,
+    Task,
+    get_task,
+    task_pairs,
+)
 
 __all__ = [
     "SKIP_REASONS",
     "CONTROL_TASKS",
+    "PAPER_TASKS",
     "SPLITS",
     "TASKS",
     "EncodedTask",
