@@ -55,7 +55,9 @@ LINE_PATTERNS: dict[str, tuple[str, str, str]] = {
     "ternaries": (
         "x if c else y on one line",
         "if_ternary",
-        r"^[^#\n]*\S[^#\n]*\bif\b[^#\n:]*\belse\b",
+        # An `if` after something on its line (not a statement's), `else` later on it. Each
+        # match starts at an `if`, so a long generated line costs no more than a scan of it.
+        r"[^\s#][ \t]+if\b[^#\n:]*?\belse\b",
     ),
 }
 _COMPILED = {
