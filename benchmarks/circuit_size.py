@@ -35,21 +35,18 @@ another run recorded, so models measured in parallel processes are joined by one
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-from collections.abc import Callable
 from pathlib import Path
 
 from sparsecircuits.circuits import PruneConfig
-from sparsecircuits.circuits.circuit_file import model_hash
 from sparsecircuits.circuits.controls import pruned_controls
-from sparsecircuits.circuits.spread import bootstrap_size_ratio, median_range
-from sparsecircuits.circuits.store import PruneStore, prune_key, stored_prune_metrics
+from sparsecircuits.circuits.seeds import prune_seeds, recorded_prunes, validation_loss
+from sparsecircuits.circuits.spread import bootstrap_size_ratio
+from sparsecircuits.circuits.store import PruneStore
 from sparsecircuits.circuits.task_data import task_splits
-from sparsecircuits.errors import UserError
 from sparsecircuits.files import write_json_atomic
-from sparsecircuits.loading import Run, load_run
-from sparsecircuits.tasks import TASKS, encode_pairs, evaluate_task, task_pairs
+from sparsecircuits.loading import load_run
+from sparsecircuits.tasks import TASKS
 
 ROLES = ("sparse-topk", "dense-topk", "sparse", "dense", "dense-budget")
 RATIOS = {
@@ -58,7 +55,6 @@ RATIOS = {
     "AbsTopK at weight density 1/16": ("sparse", "sparse-topk"),
     "weight sparsity at a matched budget": ("dense-budget", "sparse-topk"),
 }
-VALIDATION_PAIRS = 256
 
 
 def main() -> None:
@@ -70,9 +66,7 @@ def main() -> None:
         raise SystemExit(f"error: no ratio can be formed from the roles {sorted(runs)}")
     tasks = args.tasks.split(",") if args.tasks else list(TASKS)
     store = PruneStore()
-    recorded = {}
-    for path in [*args.reuse, args.json]:
-        recorded |= recorded_prunes(path)
+    recorded = recorded_prunes([*args.reuse, args.json])
     rows = []
     for task in tasks:
         full = {role: validation_loss(run, task) for role, run in runs.items()}
@@ -89,7 +83,15 @@ def main() -> None:
 
         for role in sorted(wanted, key=ROLES.index):
             row["models"][role] = prune_seeds(
-                runs[role], paths[role], task, args, store, recorded, save_progress
+                runs[role],
+                paths[role],
+                task,
+                config_for(args, 0),
+                args.seeds,
+                store,
+                recorded,
+                args.fresh,
+                after_each=save_progress,
             )
         if args.controls and "sparse-topk" in row["models"]:
             splits = task_splits(runs["sparse-topk"], task, None)
@@ -139,61 +141,6 @@ def role_path(text: str) -> tuple[str, Path]:
 
 def config_for(args: argparse.Namespace, seed: int) -> PruneConfig:
     return PruneConfig(target_loss=args.target_loss, steps=args.steps, sweep=args.sweep, seed=seed)
-
-
-def validation_loss(run: Run, task: str) -> float:
-    """The full model's task loss on the validation pairs: which tasks a model does is
-    decided on pairs that neither pruning nor the reported numbers use."""
-    pairs = task_pairs(task, "validation", VALIDATION_PAIRS)
-    batch = encode_pairs(pairs, run.tokenizer, run.model_config.n_ctx).batch
-    return evaluate_task(run.model, batch)["loss"]
-
-
-def recorded_prunes(path: Path | None) -> dict[str, dict]:
-    """The prunes an earlier run of this benchmark wrote to `path`, by key."""
-    if path is None or not path.is_file():
-        return {}
-    saved = json.loads(path.read_text())
-    prunes = [
-        prune
-        for row in saved["rows"]
-        for result in row["models"].values()
-        for prune in result["prunes"]
-    ]
-    return {prune["key"]: prune for prune in prunes + saved.get("in_progress", [])}
-
-
-def prune_seeds(
-    run: Run,
-    path: Path,
-    task: str,
-    args: argparse.Namespace,
-    store: PruneStore,
-    recorded: dict[str, dict],
-    save_progress: Callable[[list[dict]], None],
-) -> dict:
-    """One prune per seed: its edges, nodes, test loss, verdict and effort, and the spread."""
-    prunes = []
-    weights = model_hash(run)
-    for seed in range(args.seeds):
-        splits = task_splits(run, task, None, seed)
-        config = config_for(args, seed)
-        key = prune_key(weights, splits, config)
-        if key in recorded and not args.fresh:
-            print(f"  {task} ({path}, seed {seed}): recorded earlier", flush=True)
-            prunes.append(recorded[key])
-            continue
-        try:
-            metrics = stored_prune_metrics(run, path, splits, config, store, args.fresh, print)
-        except UserError as error:
-            prunes.append({"seed": seed, "key": key, "error": str(error)})
-            save_progress(prunes)
-            continue
-        kept = ("edges", "nodes", "circuit_loss", "accepted", "effort")
-        prunes.append({"seed": seed, "key": key} | {name: metrics.get(name) for name in kept})
-        save_progress(prunes)
-    edges = [prune["edges"] for prune in prunes if "error" not in prune]
-    return {"prunes": prunes, "edges": median_range(edges) if edges else None}
 
 
 def describe(row: dict) -> str:

@@ -27,7 +27,6 @@ from sparsecircuits.circuits.config import PruneConfig
 from sparsecircuits.circuits.prune import calibrated_loss
 from sparsecircuits.circuits.space import circuit_space
 from sparsecircuits.circuits.task_data import task_splits
-from sparsecircuits.errors import UserError
 from sparsecircuits.loading import load_run, save_checkpoint
 from sparsecircuits.tasks import (
     task_pairs,
@@ -204,13 +203,15 @@ def test_frontier_plots_each_run_and_reuses_stored_prunes(
 ) -> None:
     out = tmp_path / "frontier.png"
     base = ["frontier", str(quote_run), "--tasks", TASK, "--out", str(out), "--json"]
-    base += ["--sweep", "1", "--steps", "60"]
+    base += ["--sweep", "1", "--steps", "60", "--seeds", "1"]
     arguments = [*base, "--target-loss", "0.3"]
     first = run_cli(*arguments)
     assert first.returncode == 0, first.stderr
     (point,) = json.loads(first.stdout)
-    assert point["val_loss"] == 6.5 and point["edges"][TASK] > 0
-    assert point["edges_geomean"] is not None and point["edges_geomean"] >= 0
+    assert point["val_loss"] == 6.5 and point["tasks_compared"] == [TASK]
+    edges = point["edges"][TASK]
+    assert edges["n"] == 1 and edges["median"] > 0
+    assert point["edges_median"] == edges["median"] == point["edges_by_seed"][0]
     assert out.read_bytes()[:4] == b"\x89PNG"
 
     again = run_cli(*arguments)
@@ -218,7 +219,15 @@ def test_frontier_plots_each_run_and_reuses_stored_prunes(
     assert json.loads(again.stdout) == [point]
     with sqlite3.connect(private_cache / "prunes.sqlite") as database:
         rows = database.execute("SELECT task, edges, error FROM prunes").fetchall()
-    assert (TASK, point["edges"][TASK], None) in rows
+    assert (TASK, edges["median"], None) in rows
+
+    # The JSON a frontier printed serves another run as recorded prunes, without the store.
+    recorded = tmp_path / "frontier.json"
+    recorded.write_text(first.stdout)
+    (private_cache / "prunes.sqlite").unlink()
+    reused = run_cli(*arguments, "--reuse", str(recorded))
+    assert reused.returncode == 0 and "recorded earlier" in reused.stderr
+    assert json.loads(reused.stdout) == [point]
 
     fresh = run_cli(*arguments, "--fresh")
     assert fresh.returncode == 0 and "stored result" not in fresh.stderr
@@ -226,27 +235,49 @@ def test_frontier_plots_each_run_and_reuses_stored_prunes(
     assert other_target.returncode == 0 and "stored result" not in other_target.stderr
 
 
-def test_frontier_means_cover_only_the_tasks_every_run_reached(
+def test_frontier_compares_the_tasks_every_run_does_as_medians_over_seeds(
     quote_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from sparsecircuits.circuits import seeds as seeds_module
+
     copy = tmp_path / "copy"
     shutil.copytree(quote_run, copy)
-    fake_edges = {
-        (str(quote_run), TASK): 10,
-        (str(quote_run), "var_if"): 1000,
-        (str(copy), TASK): 40,
+    # The copy's full model misses the target on var_if: only the quote and if tasks compare.
+    full_losses = {(str(quote_run), "var_if"): 0.1, (str(copy), "var_if"): 0.4}
+    edges = {  # per run and task, the edges of seeds 0, 1, 2
+        (str(quote_run), TASK): [10, 12, 30],
+        (str(quote_run), "if_equals"): [100, 90, 80],
+        (str(quote_run), "var_if"): [5, 5, 5],
+        (str(copy), TASK): [40, 41, 42],
+        (str(copy), "if_equals"): [400, 7, 8],
     }
+    loaded_paths = {}
 
-    def fake_prune(run, path, splits, *args, **kwargs) -> dict:
-        if (str(path), splits.name) not in fake_edges:
-            raise UserError(f"no circuit of {splits.name} reached target loss")
-        return {"edges": fake_edges[(str(path), splits.name)]}
+    def fake_load(path: Path):
+        run = load_run(path)
+        loaded_paths[id(run)] = str(path)
+        return run
 
-    monkeypatch.setattr(frontier_module, "stored_prune_metrics", fake_prune)
-    points = frontier_module.measure_frontier([quote_run, copy], [TASK, "var_if"], 0.15, 1)
-    assert [p["tasks_failed"] for p in points] == [[], ["var_if"]]
-    assert all(p["tasks_compared"] == [TASK] for p in points)
-    assert [p["edges_geomean"] for p in points] == pytest.approx([10, 40])
+    def fake_validation_loss(run, task: str) -> float:
+        return full_losses.get((loaded_paths[id(run)], task), 0.05)
+
+    def fake_prune(run, path, splits, config, *args, **kwargs) -> dict:
+        return {"edges": edges[(str(path), splits.name)][config.seed]}
+
+    monkeypatch.setattr(frontier_module, "load_run", fake_load)
+    monkeypatch.setattr(frontier_module, "validation_loss", fake_validation_loss)
+    monkeypatch.setattr(seeds_module, "stored_prune_metrics", fake_prune)
+    config = PruneConfig(target_loss=0.15)
+    points = frontier_module.measure_frontier(
+        [quote_run, copy], [TASK, "if_equals", "var_if"], config, seeds=3
+    )
+    assert all(p["tasks_compared"] == [TASK, "if_equals"] for p in points)
+    # Per task the median over seeds (12 and 90; 41 and 8), then the median over tasks.
+    assert [p["edges_median"] for p in points] == [51, 24.5]
+    # Seed by seed: median over tasks of (10, 100), (12, 90), (30, 80); (40, 400), (41, 7), ...
+    assert points[0]["edges_by_seed"] == [55, 51, 55]
+    assert points[1]["edges_by_seed"] == [220, 24, 25]
+    assert points[1]["full_validation_loss"]["var_if"] == 0.4
 
 
 def test_report_shows_the_circuit_in_a_browser(

@@ -20,6 +20,7 @@ from sparsecircuits.cli_types import (
 )
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import json_text
+from sparsecircuits.tasks import get_task
 
 # Shared by `prune` and `frontier`, which prune with the same recipe.
 TARGET_LOSS_HELP = (
@@ -318,41 +319,69 @@ def check_plot_format(out: Path) -> None:
 
 @click.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--tasks", "task_names", required=True, help="Comma-separated task names.")
+@click.option(
+    "--tasks",
+    "task_names",
+    help="Comma-separated task names to consider (default: the whole suite); only those every "
+    "run does (full model at or below --target-loss on validation pairs) are compared.",
+)
 @click.option("--out", required=True, type=OutputFile(), help="PNG plot.")
 @click.option(
     "--target-loss", default=0.15, show_default=True, type=TARGET_LOSS, help=TARGET_LOSS_HELP
 )
 @SWEEP_OPTION
 @STEPS_OPTION
+@click.option(
+    "--seeds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Pruning seeds per run and task: sizes are medians over them.",
+)
+@click.option(
+    "--reuse",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="JSON of an earlier frontier or benchmarks/circuit_size.py run whose prunes (same "
+    "weights, pairs and settings) are reused; repeatable.",
+)
 @click.option("--fresh", is_flag=True, help="Prune again even where a stored result exists.")
 @click.option("--json", "as_json", is_flag=True)
 def frontier(
     runs: tuple[Path, ...],
-    task_names: str,
+    task_names: str | None,
     out: Path,
     target_loss: float,
     sweep: int,
     steps: int,
+    seeds: int,
+    reuse: tuple[Path, ...],
     fresh: bool,
     as_json: bool,
 ) -> None:
-    """Validation loss against circuit size (geometric mean of edges) for each checkpoint.
+    """Validation loss against circuit size (median edges over the tasks every run does and
+    over pruning seeds), the paper's frontier plot, for each checkpoint.
 
     Prune results are kept in SQLite (prunes.sqlite in the cache folder) and reused.
     """
     from sparsecircuits.circuits.frontier import measure_frontier, plot_frontier
+    from sparsecircuits.circuits.seeds import recorded_prunes
 
-    names = [t.strip() for t in task_names.split(",") if t.strip()]
-    if not names:
-        raise UserError(f"--tasks {task_names!r} names no task")
     check_plot_format(out)
+    names = None
+    if task_names is not None:
+        names = [t.strip() for t in task_names.split(",") if t.strip()]
+        if not names:
+            raise UserError(f"--tasks {task_names!r} names no task")
+        for name in names:
+            get_task(name)
+    config = PruneConfig(target_loss=target_loss, steps=steps, sweep=sweep)
     points = measure_frontier(
         list(runs),
         names,
-        target_loss,
-        sweep,
-        steps,
+        config,
+        seeds,
+        recorded=recorded_prunes(list(reuse)),
         fresh=fresh,
         log=log_to_stderr,
     )
@@ -361,8 +390,10 @@ def frontier(
         click.echo(json_text(points, indent=1))
     else:
         for point in points:
+            median = point["edges_median"]
+            shown = f"{median:,.0f}" if median is not None else "target not reached"
             click.echo(
-                f"{point['run']}: val loss {point['val_loss']:.4f}, edges geomean "
-                f"{point['edges_geomean']}",
+                f"{point['run']}: val loss {point['val_loss']:.4f}, median edges {shown} over "
+                f"{len(point['tasks_compared'])} tasks x {seeds} seeds",
                 file=sys.stdout,
             )
