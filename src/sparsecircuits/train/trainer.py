@@ -159,7 +159,9 @@ def _train(
             corpus.train, setup.per_rank_batch, model_config.n_ctx, generator
         )
         loss = training_step(
-            setup,
+            setup.model,
+            setup.ddp_model,
+            setup.optimizer,
             inputs.to(setup.device),
             targets.to(setup.device),
             (density, embedding_density),
@@ -346,7 +348,9 @@ def progress_bar(total: int, initial: int, shown: bool) -> tqdm:
 
 
 def training_step(
-    setup: Setup,
+    model: GPT,
+    ddp_model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
     inputs: torch.Tensor,
     targets: torch.Tensor,
     densities: tuple[float, float | None],
@@ -357,16 +361,16 @@ def training_step(
     """One update; returns the loss (averaged over processes). A non-finite loss is returned
     before anything is changed, so the caller can stop with the model intact."""
     with autocast:
-        loss = next_token_loss(setup.ddp_model(inputs), targets)
+        loss = next_token_loss(ddp_model(inputs), targets)
     loss_value = mean_over_ranks(loss.detach(), group)
     if not math.isfinite(loss_value):
         return loss_value
     loss.backward()
-    rescale_gradients(setup.model, config.grad_rms)
-    setup.optimizer.step()
-    setup.optimizer.zero_grad(set_to_none=True)
+    rescale_gradients(model, config.grad_rms)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
     density, embedding_density = densities  # of the block weights; of embeddings and biases
-    project_to_density(setup.model, density, config.min_per_neuron, embedding_density)
+    project_to_density(model, density, config.min_per_neuron, embedding_density)
     return loss_value
 
 
