@@ -11,6 +11,7 @@ OpenAI format the reference forward pass of tests/test_imports.py.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -71,6 +72,7 @@ def openai_parity(folder: Path) -> float:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         gpt2, openai = gpt2_parity(folder), openai_parity(folder)
