@@ -133,7 +133,27 @@ def test_two_process_torchrun_training(tmp_path, corpus_dir):
     assert len(metrics(out)) == 8
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus_dir, monkeypatch):
+def test_reading_losses_back_every_few_steps_changes_nothing_it_records(tmp_path, corpus_dir):
+    """The GPU path reads losses back once every few steps; on any device the run it records
+    is the one that reads them every step."""
+    lines = {}
+    for sync_every in (1, 5):
+        model_config, config = preset_configs("tiny")
+        config.data, config.steps, config.eval_every = str(corpus_dir), 12, 6
+        out = tmp_path / f"sync{sync_every}"
+        train(model_config, config, out, progress=False, sync_every=sync_every)
+        lines[sync_every] = [
+            {key: value for key, value in line.items() if key != "tokens_per_second"}
+            for line in metrics(out)
+        ]
+    assert len(lines[1]) == 12 and lines[1] == lines[5]
+    assert [line["step"] for line in lines[5] if "val_loss" in line] == [6, 12]
+
+
+@pytest.mark.parametrize("sync_every", [1, 4])
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path, corpus_dir, monkeypatch, sync_every
+):
     import sparsecircuits.train.trainer as trainer
 
     calls = []
@@ -147,7 +167,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus_dir,
     model_config, config = preset_configs("tiny")
     config.data, config.steps, config.checkpoint_every = str(corpus_dir), 30, 2
     with pytest.raises(UserError, match="loss became nan at step 5; stopped"):
-        train(model_config, config, tmp_path / "nan", progress=False)
+        train(model_config, config, tmp_path / "nan", progress=False, sync_every=sync_every)
     run = load_run(tmp_path / "nan")
     assert run.state["step"] == 4
     assert all(torch.isfinite(p).all() for p in run.model.parameters())

@@ -44,6 +44,10 @@ from sparsecircuits.train.run_folder import claim_training_folder
 from sparsecircuits.train.schedules import kept_fraction, sharkfin_learning_rate
 from sparsecircuits.train.weight_sparsity import project_to_density
 
+# Losses are read back from a GPU once every this many steps (and before every evaluation and
+# checkpoint): each read waits for the device to finish all queued work.
+SYNC_EVERY = 16
+
 
 @dataclass
 class TrainResult:
@@ -62,7 +66,10 @@ def train(
     *,
     resume: bool = False,
     progress: bool = True,
+    sync_every: int | None = None,
 ) -> TrainResult:
+    """Train into `run_dir`. `sync_every`: steps whose losses are read back from the device
+    at once (default: every step on a CPU, SYNC_EVERY on a GPU)."""
     run_dir = Path(run_dir)
     check_eval_tasks(config)
     group = distributed.start(config.device)
@@ -74,7 +81,10 @@ def train(
             else contextlib.nullcontext()
         )
         with claim:
-            return _train(model_config, config, run_dir, group, resume, progress)
+            setup = prepare_training(model_config, config, run_dir, group, resume, progress)
+            if sync_every is None:
+                sync_every = 1 if setup.device.type == "cpu" else SYNC_EVERY
+            return _train(setup, config, run_dir, group, progress, sync_every)
     finally:
         distributed.finish(group)
 
@@ -135,80 +145,77 @@ class StepState:
 
 
 def _train(
-    model_config: GPTConfig,
+    setup: Setup,
     config: TrainConfig,
     run_dir: Path,
     group: distributed.ProcessGroup,
-    resume: bool,
     progress: bool,
+    sync_every: int,
 ) -> TrainResult:
-    setup = prepare_training(model_config, config, run_dir, group, resume, progress)
-    model, corpus, state = setup.model, setup.corpus, setup.state
-    tokens_per_step = config.batch_size * model_config.n_ctx
+    n_ctx = setup.model.config.n_ctx
+    tokens_per_step = config.batch_size * n_ctx
     generator = torch.Generator()
+    state = setup.state
     bar = progress_bar(config.steps, state.step, progress and group.is_main)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=setup.device.type == "cuda")
-    started = time.perf_counter()
+    pending: list[tuple[StepState, torch.Tensor]] = []  # steps whose loss is still on the device
+    started = since = time.perf_counter()
     for step in range(state.step, config.steps):
-        step_started = time.perf_counter()
         density, embedding_density, lr = schedule_at(step, config)
         for param_group in setup.optimizer.param_groups:
             param_group["lr"] = lr
         generator.manual_seed(config.seed * 1_000_003 + step * 7919 + group.rank)
-        inputs, targets = sample_batch(
-            corpus.train, setup.per_rank_batch, model_config.n_ctx, generator
-        )
+        inputs, targets = sample_batch(setup.corpus.train, setup.per_rank_batch, n_ctx, generator)
         loss = training_step(
             setup.model,
             setup.ddp_model,
             setup.optimizer,
-            inputs.to(setup.device),
-            targets.to(setup.device),
+            inputs.to(setup.device, non_blocking=True),
+            targets.to(setup.device, non_blocking=True),
             (density, embedding_density),
             config,
             autocast,
             group,
         )
-        if not math.isfinite(loss):
-            bar.close()
-            kept = latest_name(run_dir) or "none was written yet"
-            raise UserError(
-                f"loss became {loss} at step {step}; stopped, the last good checkpoint "
-                f"is kept ({kept}). Try a lower --lr."
-            )
-        speed = tokens_per_step / (time.perf_counter() - step_started)
         done = step + 1
         state = replace(
-            state,
-            step=done,
-            tokens=done * tokens_per_step,
-            train_loss=loss,
-            density=density,
-            lr=lr,
-            # A moving average of the steps' own speed (evaluations and saves not counted).
-            tokens_per_second=speed
-            if step == setup.state.step
-            else 0.9 * state.tokens_per_second + 0.1 * speed,
-            tasks=None,
+            state, step=done, tokens=done * tokens_per_step, density=density, lr=lr, tasks=None
         )
+        pending.append((state, loss))
         evaluated = done % config.eval_every == 0 or done == config.steps
+        checkpoint = done % config.checkpoint_every == 0 or done == config.steps
+        if not (evaluated or checkpoint or len(pending) >= sync_every):
+            continue
+        # The one read-back of these steps: a diverged loss stops the run before anything it
+        # touched is evaluated or saved.
+        states = read_losses(pending, run_dir, bar)
+        speed = len(pending) * tokens_per_step / (time.perf_counter() - since)
+        smoothed = (
+            speed if not state.tokens_per_second else 0.9 * state.tokens_per_second + 0.1 * speed
+        )
+        states = [replace(each, tokens_per_second=smoothed) for each in states]
+        pending = []
         if evaluated:
-            state = evaluated_state(setup, state, group)
+            states[-1] = evaluated_state(setup, states[-1], group)
+        state = states[-1]
         if group.is_main:
-            append_jsonl(run_dir / METRICS, state.metrics_record(evaluated))
-            if done % config.checkpoint_every == 0 or done == config.steps:
+            for each in states:
+                record = each.metrics_record(each is state and evaluated)
+                append_jsonl(run_dir / METRICS, record)
+            if checkpoint:
                 save_checkpoint(
                     run_dir,
-                    model,
-                    corpus.tokenizer,
+                    setup.model,
+                    setup.corpus.tokenizer,
                     setup.run_config,
                     state.checkpoint_state(),
                     setup.optimizer,
                 )
         bar.set_postfix(
-            progress_postfix(loss, state.val_loss, state.tokens_per_second, density), refresh=False
+            progress_postfix(state.train_loss, state.val_loss, smoothed, density), refresh=False
         )
-        bar.update(1)
+        bar.update(len(states))
+        since = time.perf_counter()  # the speed counts steps, not evaluations and saves
     bar.close()
     if group.is_main:
         plot_loss_curve(run_dir / METRICS, run_dir / "loss.png")
@@ -220,6 +227,25 @@ def _train(
         state.tokens_per_second,
         time.perf_counter() - started,
     )
+
+
+def read_losses(
+    pending: list[tuple[StepState, torch.Tensor]], run_dir: Path, bar: tqdm
+) -> list[StepState]:
+    """The pending steps' states with their losses, read back in one transfer; a non-finite
+    one stops training, naming its step (the last good checkpoint stays)."""
+    values = torch.stack([loss for _, loss in pending]).float().tolist()
+    for (state, _), value in zip(pending, values, strict=True):
+        if not math.isfinite(value):
+            bar.close()
+            kept = latest_name(run_dir) or "none was written yet"
+            raise UserError(
+                f"loss became {value} at step {state.step - 1}; stopped, the last good "
+                f"checkpoint is kept ({kept}). Try a lower --lr."
+            )
+    return [
+        replace(state, train_loss=value) for (state, _), value in zip(pending, values, strict=True)
+    ]
 
 
 def prepare_training(
@@ -357,21 +383,18 @@ def training_step(
     config: TrainConfig,
     autocast: torch.autocast,
     group: distributed.ProcessGroup,
-) -> float:
-    """One update; returns the loss (averaged over processes). A non-finite loss is returned
-    before anything is changed, so the caller can stop with the model intact."""
+) -> torch.Tensor:
+    """One update; returns the loss averaged over processes, as a tensor on the device: reading
+    it back is the caller's choice (a read waits for the device to finish the step)."""
     with autocast:
         loss = next_token_loss(ddp_model(inputs), targets)
-    loss_value = mean_over_ranks(loss.detach(), group)
-    if not math.isfinite(loss_value):
-        return loss_value
     loss.backward()
     rescale_gradients(model, config.grad_rms)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     density, embedding_density = densities  # of the block weights; of embeddings and biases
     project_to_density(model, density, config.min_per_neuron, embedding_density)
-    return loss_value
+    return mean_over_ranks(loss.detach(), group)
 
 
 def select_device(name: str, group: distributed.ProcessGroup) -> torch.device:
@@ -454,12 +477,12 @@ def rescale_gradients(model: GPT, target_rms: float) -> None:
     torch._foreach_mul_(grads, target_rms / rms.clamp_min(1e-12))
 
 
-def mean_over_ranks(value: torch.Tensor, group: distributed.ProcessGroup) -> float:
+def mean_over_ranks(value: torch.Tensor, group: distributed.ProcessGroup) -> torch.Tensor:
     if group.distributed:
         value = value.clone()
         dist.all_reduce(value)
         value /= group.world_size
-    return float(value)
+    return value
 
 
 def task_eval_sets(
