@@ -166,6 +166,8 @@ def _train(
             param_group["lr"] = lr
         generator.manual_seed(config.seed * 1_000_003 + step * 7919 + group.rank)
         inputs, targets = sample_batch(setup.corpus.train, setup.per_rank_batch, n_ctx, generator)
+        if setup.device.type == "cuda":  # a copy from pageable memory would wait for the GPU
+            inputs, targets = inputs.pin_memory(), targets.pin_memory()
         loss = training_step(
             setup.model,
             setup.ddp_model,
