@@ -1,0 +1,185 @@
+"""Sparse autoencoders: each architecture's activation and penalty, the metrics against hand
+computations, and the files. Fixtures are fixed by construction: hand-set weights and data
+made of known sparse features."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sparsecircuits.errors import UserError
+from sparsecircuits.sae import SAEConfig, build_sae, load_sae, reconstruction_metrics, save_sae
+from sparsecircuits.sae.metrics import ReconstructionTotals
+
+
+def config(arch: str = "topk", **fields) -> SAEConfig:
+    defaults = {"topk": {"k": 2}, "batchtopk": {"k": 2}, "relu": {"l1_coef": 0.1}}
+    values = {"arch": arch, "d_in": 4, "d_sae": 4, "hook": "blocks.0.hook_resid_post"}
+    return SAEConfig(**(values | defaults.get(arch, {"l0_coef": 0.1}) | fields))
+
+
+def identity_sae(arch: str, **fields):
+    """Encoder and decoder the identity: latent i is input channel i."""
+    sae = build_sae(config(arch, **fields))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(4))
+        sae.W_dec.copy_(torch.eye(4))
+    return sae
+
+
+# Two of four orthogonal features active per row, positive magnitudes: what a k=2 SAE
+# with the features as its latents reconstructs exactly.
+SPARSE_DATA = torch.tensor(
+    [[3.0, 0.0, 1.0, 0.0], [0.0, 2.0, 0.0, 5.0], [1.5, 0.5, 0.0, 0.0], [0.0, 0.0, 4.0, 2.0]]
+)
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"arch": "gated"}, "unknown SAE architecture"),
+        ({"k": 5}, "1 <= k <= d_sae"),
+        ({"k": 0}, "1 <= k <= d_sae"),
+        ({"d_sae": 0}, "d_sae must be at least 1"),
+        ({"d_out": 3}, "reconstructs its own hook"),
+        ({"arch": "relu", "l1_coef": -1.0}, "l1 coefficient"),
+        ({"input_scale": 0.0}, "input_scale must be positive"),
+    ],
+)
+def test_configs_that_make_no_sense_are_one_line(fields, fragment):
+    with pytest.raises(UserError, match=fragment):
+        config(**fields)
+
+
+def test_a_transcoder_may_write_a_hook_of_another_width():
+    transcoder = config(out_hook="blocks.0.mlp.hook_out", d_out=6)
+    sae = build_sae(transcoder)
+    x_hat, f = sae(torch.randn(3, 4))
+    assert x_hat.shape == (3, 6) and f.shape == (3, 4)
+
+
+def test_topk_keeps_each_rows_k_largest_and_reconstructs_k_sparse_data_exactly():
+    sae = identity_sae("topk")
+    x_hat, f = sae(SPARSE_DATA)
+    assert torch.equal((f != 0).sum(dim=-1), torch.full((4,), 2))
+    assert torch.equal(x_hat, SPARSE_DATA)
+    f = identity_sae("topk", k=1).encode(SPARSE_DATA)
+    assert f.tolist() == [[3, 0, 0, 0], [0, 0, 0, 5], [1.5, 0, 0, 0], [0, 0, 4, 0]]
+
+
+def test_batchtopk_keeps_k_per_row_on_average_then_a_threshold():
+    sae = identity_sae("batchtopk")
+    sae.train()
+    f = sae.encode(SPARSE_DATA)
+    # The 8 largest of the batch: row 2 keeps both of its values, as do the others.
+    assert int((f != 0).sum()) == 8 and torch.equal(f, SPARSE_DATA)
+    assert 0 < float(sae.threshold) < 0.5  # moved from 0 towards the smallest kept (0.5)
+    lopsided = torch.tensor([[9.0, 8.0, 7.0, 6.0], [0.1, 0.0, 0.0, 0.0]])
+    f = sae.encode(lopsided)
+    assert (f[0] != 0).sum() == 4 and (f[1] != 0).sum() == 0  # 4 kept in one row, 0 in the other
+    sae.eval()
+    with torch.no_grad():
+        sae.threshold.fill_(2.5)
+    assert sae.encode(SPARSE_DATA).tolist() == [
+        [3, 0, 0, 0],
+        [0, 0, 0, 5],
+        [0, 0, 0, 0],
+        [0, 0, 4, 0],
+    ]
+
+
+def test_relu_penalty_is_l1_weighted_by_decoder_norms():
+    sae = identity_sae("relu", l1_coef=0.5)
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.tensor([[1.0], [2.0], [1.0], [3.0]]))
+    x = torch.tensor([[1.0, -1.0, 2.0, 0.5]])
+    f = sae.encode(x)
+    assert f.tolist() == [[1.0, 0.0, 2.0, 0.5]]
+    losses = sae.losses(x, x)
+    assert float(losses["sparsity"].detach()) == pytest.approx(0.5 * (1 * 1 + 2 * 1 + 0.5 * 3))
+
+
+def test_jumprelu_thresholds_and_learns_them_through_the_kernel():
+    sae = identity_sae("jumprelu", jumprelu_init_threshold=1.0, jumprelu_bandwidth=0.5, l0_coef=1.0)
+    x = torch.tensor([[0.9, 1.1, 2.0, 0.2]])
+    assert sae.encode(x)[0].tolist() == pytest.approx([0.0, 1.1, 2.0, 0.0])
+    sparsity = sae.losses(x, x)["sparsity"]
+    assert float(sparsity.detach()) == 2.0  # two latents above their threshold
+    sparsity.backward()
+    # d L0 / d theta = -(1/eps) K((z - theta)/eps): nonzero where |z - theta| < eps/2 (0.9,
+    # 1.1); through theta = exp(log theta) with theta = 1 the chain rule multiplies by 1.
+    expected = [-2.0, -2.0, 0.0, 0.0]
+    assert sae.log_threshold.grad.tolist() == pytest.approx(expected)
+
+
+def test_metrics_match_a_hand_computation():
+    x = torch.tensor([[10.0, 0.0], [12.0, 2.0], [14.0, 4.0]])  # mean (12, 2)
+    x_hat = torch.tensor([[10.0, 1.0], [12.0, 2.0], [13.0, 4.0]])
+    f = torch.tensor([[1.0, 0.0, 0.0], [2.0, 3.0, 0.0], [0.0, 1.0, 0.0]])
+    metrics = reconstruction_metrics(x, x_hat, f)
+    assert metrics["mse"] == pytest.approx(2 / 6)
+    # Against the mean: 1 - 2 / (4 + 4 + 0 + 0 + 4 + 4). Against zero it would be 0.9968.
+    assert metrics["explained_variance"] == pytest.approx(1 - 2 / 16)
+    assert metrics["l0"] == pytest.approx(4 / 3)
+    assert metrics["dead_fraction"] == pytest.approx(1 / 3)
+    cosines = [
+        torch.nn.functional.cosine_similarity(a, b, dim=0) for a, b in zip(x, x_hat, strict=True)
+    ]
+    assert metrics["cosine"] == pytest.approx(float(sum(cosines)) / 3)
+
+
+def test_metrics_do_not_depend_on_how_tokens_are_batched():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 8, generator=generator) + 5
+    x_hat = x + 0.1 * torch.randn(64, 8, generator=generator)
+    f = torch.relu(torch.randn(64, 16, generator=generator))
+    whole = reconstruction_metrics(x, x_hat, f)
+    totals = ReconstructionTotals()
+    for start in range(0, 64, 7):
+        totals.add(x[start : start + 7], x_hat[start : start + 7], f[start : start + 7])
+    for name, value in totals.result().items():
+        assert value == pytest.approx(whole[name], rel=1e-9), name
+
+
+def test_an_sae_round_trips_through_its_folder(tmp_path: Path):
+    sae = build_sae(config("jumprelu", model_sha256="abc", model_path="models/x"))
+    folder = save_sae(sae, tmp_path / "sae")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "sae.safetensors"]
+    again = load_sae(folder, model_sha256="abc")
+    assert again.config == sae.config
+    for name, tensor in sae.state_dict().items():
+        assert torch.equal(again.state_dict()[name], tensor)
+    x = torch.randn(5, 4)
+    assert torch.equal(again(x)[0], sae(x)[0])
+
+
+def test_an_sae_of_another_model_is_refused_unless_forced(tmp_path: Path, capsys):
+    folder = save_sae(build_sae(config(model_sha256="abc", model_path="models/x")), tmp_path / "s")
+    with pytest.raises(UserError, match="trained on another model .*--force"):
+        load_sae(folder, model_sha256="def")
+    load_sae(folder, model_sha256="def", force=True)
+    assert "warning" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["zero", "garbage", "config"])
+def test_a_damaged_sae_folder_is_one_line(tmp_path: Path, damage: str):
+    folder = save_sae(build_sae(config()), tmp_path / "s")
+    if damage == "zero":
+        (folder / "sae.safetensors").write_bytes(b"")
+    elif damage == "garbage":
+        (folder / "sae.safetensors").write_bytes(b"\x00" * 50)
+    else:
+        (folder / "config.json").write_text(
+            '{"arch": "topk", "d_in": 4, "d_sae": 4, "hook": "h", "k": 9}'
+        )
+    with pytest.raises(UserError):
+        load_sae(folder)
+
+
+def test_an_existing_folder_is_never_overwritten(tmp_path: Path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="not empty"):
+        save_sae(build_sae(config()), folder)
+    assert (folder / "keep.txt").read_text() == "mine"
