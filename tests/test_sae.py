@@ -183,3 +183,62 @@ def test_an_existing_folder_is_never_overwritten(tmp_path: Path):
     with pytest.raises(UserError, match="not empty"):
         save_sae(build_sae(config()), folder)
     assert (folder / "keep.txt").read_text() == "mine"
+
+
+# --- training on a model's activations ------------------------------------------------------
+
+
+def trained_sae(run_path: Path, out: Path, tokens: int, resume: bool = False, **fields):
+    from sparsecircuits.loading import load_run
+    from sparsecircuits.sae.training import SAETrainConfig, train_sae
+
+    run = load_run(run_path)
+    values = {"arch": "topk", "k": 4, "d_in": 32, "d_sae": 64, "hook": "blocks.1.hook_resid_post"}
+    train = SAETrainConfig(tokens=tokens, batch_size=64, buffer_windows=2, lr=1e-3)
+    return train_sae(run, SAEConfig(**(values | fields)), train, out, resume, progress=False)
+
+
+def test_training_writes_an_sae_of_this_model_with_its_scales(tiny_run: Path, tmp_path: Path):
+    from sparsecircuits.loading import load_run
+
+    out = tmp_path / "sae"
+    summary = trained_sae(tiny_run, out, tokens=4 * 128)
+    assert summary["buffer"] == 4 and summary["tokens_trained"] == 4 * 128
+    assert 0 < summary["l0"] <= 4 and summary["explained_variance"] <= 1
+    sae = load_sae(out, model_sha256=load_run(tiny_run).weights_sha256)
+    assert sae.config.input_scale > 0 and sae.config.model_path == str(load_run(tiny_run).path)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+
+
+def test_a_resumed_training_ends_exactly_where_an_unbroken_one_does(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from sparsecircuits.sae import training
+
+    trained_sae(tiny_run, tmp_path / "whole", tokens=4 * 128)
+    real_save, saves = training.save_training, []
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        saves.append(1)
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_training", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        trained_sae(tiny_run, tmp_path / "cut", tokens=4 * 128)
+    monkeypatch.setattr(training, "save_training", real_save)
+    trained_sae(tiny_run, tmp_path / "cut", tokens=4 * 128, resume=True)
+    whole, cut = load_sae(tmp_path / "whole"), load_sae(tmp_path / "cut")
+    for name, tensor in whole.state_dict().items():
+        assert torch.equal(cut.state_dict()[name], tensor), name
+    assert (tmp_path / "whole" / "metrics.jsonl").read_text() == (
+        tmp_path / "cut" / "metrics.jsonl"
+    ).read_text()
+
+
+def test_an_unknown_hook_is_one_line_with_close_matches(tiny_run: Path, tmp_path: Path):
+    with pytest.raises(UserError, match="blocks.1.hook_resid_post"):
+        trained_sae(tiny_run, tmp_path / "s", tokens=128, hook="blocks.1.hook_resid_pots")
+    assert not (tmp_path / "s").exists()

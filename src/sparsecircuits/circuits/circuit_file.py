@@ -12,7 +12,6 @@ file is one error line naming the field, not a KeyError in whatever reads it nex
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,11 +34,7 @@ FORMAT = "sparsecircuits.circuit/1"
 
 def model_hash(run: Run) -> str:
     """Hash of the weights themselves, so a re-saved or exported copy still matches."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(run.model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return run.weights_sha256
 
 
 def outcome_to_record(run: Run, outcome: PruneOutcome) -> dict:

@@ -11,6 +11,8 @@ optimizer tensors against the model, so a damaged checkpoint is one line naming 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
 import shutil
 from dataclasses import dataclass
@@ -111,6 +113,16 @@ class Run:
     @property
     def model_config(self) -> GPTConfig:
         return self.model.config
+
+    @functools.cached_property
+    def weights_sha256(self) -> str:
+        """16 hex digits of a hash of the weights themselves: a re-saved or exported copy of
+        the same model matches, another model does not."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     @property
     def tokenizer(self) -> CodeTokenizer:

@@ -22,13 +22,19 @@ WEIGHTS = "sae.safetensors"
 
 
 def save_sae(sae: SparseAutoencoder, folder: Path) -> Path:
+    """A new folder holding the SAE (refused where something is already)."""
     with atomic_folder(Path(folder)) as staging:
-        write_json_atomic(staging / CONFIG, sae.config.to_dict())
-        state = {
-            name: tensor.detach().cpu().contiguous() for name, tensor in sae.state_dict().items()
-        }
-        save_file(state, staging / WEIGHTS)
+        write_sae_files(sae, staging)
     return Path(folder)
+
+
+def write_sae_files(sae: SparseAutoencoder, folder: Path) -> None:
+    write_json_atomic(folder / CONFIG, sae.config.to_dict())
+    save_file(sae_tensors(sae), folder / WEIGHTS)
+
+
+def sae_tensors(sae: SparseAutoencoder) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().cpu().contiguous() for name, tensor in sae.state_dict().items()}
 
 
 def load_sae(
