@@ -242,3 +242,73 @@ def test_an_unknown_hook_is_one_line_with_close_matches(tiny_run: Path, tmp_path
     with pytest.raises(UserError, match="blocks.1.hook_resid_post"):
         trained_sae(tiny_run, tmp_path / "s", tokens=128, hook="blocks.1.hook_resid_pots")
     assert not (tmp_path / "s").exists()
+
+
+# --- evaluation and the command line --------------------------------------------------------
+
+
+def test_loss_recovered_is_one_for_an_exact_sae_and_zero_for_the_mean(tiny_run: Path):
+    from sparsecircuits.loading import load_run
+    from sparsecircuits.loading.activations import iter_activations
+    from sparsecircuits.sae.evaluation import evaluate_sae
+
+    run = load_run(tiny_run)
+    hook, width = "blocks.0.hook_resid_post", 32
+    fields = {"arch": "topk", "d_in": width, "d_sae": 2 * width, "k": 2 * width, "hook": hook}
+    exact = build_sae(SAEConfig(**fields))
+    with torch.no_grad():  # f = (relu(x), relu(-x)), x_hat = relu(x) - relu(-x) = x
+        identity = torch.eye(width)
+        exact.W_enc.copy_(torch.cat([identity, -identity], dim=1))
+        exact.W_dec.copy_(torch.cat([identity, -identity], dim=0))
+    result = evaluate_sae(run, exact, tokens=512)
+    assert result["explained_variance"] == pytest.approx(1.0, abs=1e-6)
+    assert result["ce_spliced"] == pytest.approx(result["ce_clean"], abs=1e-5)
+    assert result["loss_recovered"] == pytest.approx(1.0, abs=1e-4)
+    assert result["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert result["ce_ablated"] > result["ce_clean"]
+
+    windows = iter_activations(run, hook, 512, 8, split="val")
+    mean = torch.cat([w.activations[hook].flatten(0, 1) for w in windows]).mean(dim=0)
+    constant = build_sae(SAEConfig(**fields))
+    with torch.no_grad():  # writes the mean whatever it reads: the ablation itself
+        constant.W_dec.zero_()
+        constant.b_dec.copy_(mean)
+    result = evaluate_sae(run, constant, tokens=512)
+    assert result["loss_recovered"] == pytest.approx(0.0, abs=1e-4)
+    assert result["l0"] > 0 and result["explained_variance"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_sae_train_and_eval_from_the_command_line(tiny_run: Path, tmp_path: Path):
+    from cli_runner import run_in_process
+
+    out = tmp_path / "sae"
+    flags = ["--hook", "blocks.1.hook_resid_post", "--width", "64", "--k", "4"]
+    flags += ["--tokens", "256", "--batch-size", "64", "--buffer-windows", "2", "--quiet"]
+    result = run_in_process("sae", "train", str(tiny_run), *flags, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "explained variance" in result.stdout
+    evaluated = run_in_process("sae", "eval", str(out), "--tokens", "256", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    import json
+
+    metrics = json.loads(evaluated.stdout)
+    wanted = {"mse", "explained_variance", "l0", "dead_fraction", "cosine", "loss_recovered", "kl"}
+    assert wanted <= set(metrics) and metrics["l0"] <= 4
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--hook", "blocks.1.hook_resid_pots", "--width", "8", "--k", "2"], "hook_resid_post"),
+        (["--hook", "blocks.*.hook_resid_post", "--width", "8", "--k", "2"], "one hook point"),
+        (["--hook", "blocks.1.hook_resid_post", "--width", "8", "--k", "9"], "1 <= k <= d_sae"),
+        (["--hook", "blocks.1.hook_resid_post", "--width", "8"], "needs 1 <= k"),
+        (["--hook", "blocks.1.attn.hook_q", "--width", "8", "--k", "2"], "an SAE reads one vector"),
+    ],
+)
+def test_bad_sae_flags_are_one_line(tiny_run: Path, tmp_path: Path, flags, fragment):
+    from cli_runner import run_in_process
+
+    result = run_in_process("sae", "train", str(tiny_run), *flags, "--out", str(tmp_path / "s"))
+    assert result.returncode == 2 and fragment in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "s").exists()

@@ -83,6 +83,10 @@ STAGE_COMMANDS = {
         "sparsecircuits.interp.attention_commands",
         "Probe every layer for which prompt of a TASK pair it...",
     ),
+    "sae": (
+        "sparsecircuits.sae.commands",
+        "Sparse autoencoders and transcoders on any hook point of...",
+    ),
     "view": (
         "sparsecircuits.viewer.commands",
         "Browse models, circuits, explained units and prompts in a...",
