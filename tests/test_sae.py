@@ -312,3 +312,53 @@ def test_bad_sae_flags_are_one_line(tiny_run: Path, tmp_path: Path, flags, fragm
     result = run_in_process("sae", "train", str(tiny_run), *flags, "--out", str(tmp_path / "s"))
     assert result.returncode == 2 and fragment in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "s").exists()
+
+
+# --- steering -------------------------------------------------------------------------------
+
+
+def test_clamping_a_latent_moves_the_activation_along_its_decoder_direction():
+    from sparsecircuits.sae.steering import clamp_latent
+
+    sae = identity_sae("topk", k=4)
+    act = torch.tensor([[[1.0, -2.0, 0.5, 3.0]]])
+    steered = clamp_latent(sae, 2, 4.0)(act, None)
+    # Latent 2 read 0.5; set to 4 it adds 3.5 along e_2; every other channel stays.
+    assert steered.tolist() == [[[1.0, -2.0, 4.0, 3.0]]]
+    with pytest.raises(UserError, match="latent 9"):
+        clamp_latent(sae, 9, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [("blocks.0.hook_resid_post:3", "expected"), ("x:1=nan", "expected"), ("h:1=1e9", "below 1e6")],
+)
+def test_bad_steers_are_one_line(text, fragment):
+    from sparsecircuits.sae.steering import parse_steer
+
+    with pytest.raises(UserError, match=fragment):
+        parse_steer(text)
+
+
+def test_generate_steers_a_channel_and_reports_its_cost(tiny_run: Path):
+    import json
+
+    from cli_runner import run_in_process
+
+    base = ["generate", str(tiny_run), "--prompt", "def f(x):\n    return", "--tokens", "6"]
+    plain = run_in_process(*base, "--json")
+    assert plain.returncode == 0, plain.stderr
+    assert set(json.loads(plain.stdout)) == {"prompt", "completion", "ids"}
+    # Every residual channel of the last layer held at one value: every position's output is
+    # the same, so the steered continuation repeats one token.
+    steers = [f"--steer=blocks.1.hook_resid_post:{i}=50" for i in range(32)]
+    steered = run_in_process(*base, *steers, "--cost-tokens", "256", "--json")
+    assert steered.returncode == 0, steered.stderr
+    result = json.loads(steered.stdout)
+    assert result["completion"] == json.loads(plain.stdout)["completion"]
+    assert len(result["steered_ids"]) == 6 and len(set(result["steered_ids"])) == 1
+    assert result["loss_cost"] > 0 and result["steered_loss"] == pytest.approx(
+        result["loss"] + result["loss_cost"]
+    )
+    wrong = run_in_process(*base, "--steer", "blocks.1.hook_resid_post:99=1")
+    assert wrong.returncode == 2 and "channel 99" in wrong.stderr

@@ -83,6 +83,10 @@ STAGE_COMMANDS = {
         "sparsecircuits.interp.attention_commands",
         "Probe every layer for which prompt of a TASK pair it...",
     ),
+    "generate": (
+        "sparsecircuits.sae.commands",
+        "Continue PROMPT with RUN, and with every --steer the same...",
+    ),
     "sae": (
         "sparsecircuits.sae.commands",
         "Sparse autoencoders and transcoders on any hook point of...",

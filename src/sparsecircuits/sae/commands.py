@@ -110,3 +110,57 @@ def sae_eval(folder: Path, run_path: Path | None, tokens: int, force: bool, as_j
         return
     for name, value in result.items():
         click.echo(f"{name:<20}{value:.4f}" if isinstance(value, float) else f"{name:<20}{value}")
+
+
+@click.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--prompt", required=True, help="The text to continue.")
+@click.option(
+    "--steer",
+    "steers",
+    multiple=True,
+    help="SAE_FOLDER:LATENT=VALUE or HOOK:INDEX=VALUE, held at every position; repeatable.",
+)
+@click.option(
+    "--tokens", "max_new_tokens", type=click.IntRange(1, 4096), default=32, show_default=True
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(0, 100),
+    default=0.0,
+    show_default=True,
+    help="0: greedy; else sampled from softmax(logits / T).",
+)
+@click.option("--top-k", type=POSITIVE_INT, help="Sample from the k likeliest tokens only.")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option(
+    "--cost-tokens",
+    type=click.IntRange(0, 1_000_000),
+    default=8192,
+    show_default=True,
+    help="Held-out tokens on which the steer's loss cost is measured (0: skip).",
+)
+@click.option("--force", is_flag=True, help="Use an SAE trained on another model anyway.")
+@click.option("--json", "as_json", is_flag=True)
+def generate(run: Path, prompt: str, steers: tuple[str, ...], **options) -> None:
+    """Continue PROMPT with RUN, and with every --steer the same continuation steered (same
+    seed), plus what the steer costs the model's loss on held-out text."""
+    from sparsecircuits.loading import load_run
+    from sparsecircuits.sae.steering import parse_steer, steered_generation, steering_edits
+
+    loaded = load_run(run)
+    parsed = [parse_steer(text) for text in steers]
+    edits = steering_edits(loaded.model, parsed, loaded.weights_sha256, options["force"])
+    result = steered_generation(loaded, prompt, edits, options)
+    if options["as_json"]:
+        click.echo(json_text(result))
+        return
+    click.echo(prompt + "\u2588" + result["completion"])
+    if steers:
+        click.echo(f"--- steered ({', '.join(steers)}):")
+        click.echo(prompt + "\u2588" + result["steered_completion"])
+        if result.get("loss_cost") is not None:
+            click.echo(
+                f"loss on {result['cost_tokens']:,} held-out tokens: {result['loss']:.4f} -> "
+                f"{result['steered_loss']:.4f} nats/token (+{result['loss_cost']:.4f})"
+            )
