@@ -145,6 +145,7 @@ def steered_generation(run, prompt: str, edits: dict[str, Callable], options: di
     return result
 
 
+@torch.no_grad()
 def held_out_loss(run, edits: dict[str, Callable], n_tokens: int) -> float:  # noqa: ANN001
     """Mean next-token loss over the first windows of the run's validation split."""
     total, count = 0.0, 0
