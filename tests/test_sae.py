@@ -362,3 +362,12 @@ def test_generate_steers_a_channel_and_reports_its_cost(tiny_run: Path):
     )
     wrong = run_in_process(*base, "--steer", "blocks.1.hook_resid_post:99=1")
     assert wrong.returncode == 2 and "channel 99" in wrong.stderr
+
+
+def test_training_again_into_a_trained_folder_needs_resume(tiny_run: Path, tmp_path: Path):
+    out = tmp_path / "sae"
+    trained_sae(tiny_run, out, tokens=128)
+    before = (out / "sae.safetensors").read_bytes()
+    with pytest.raises(UserError, match="already holds an SAE training: pass --resume"):
+        trained_sae(tiny_run, out, tokens=128)
+    assert (out / "sae.safetensors").read_bytes() == before

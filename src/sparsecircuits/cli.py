@@ -41,7 +41,7 @@ STAGE_COMMANDS = {
     "circuit": ("sparsecircuits.circuits.commands", "Check and draw saved circuit files."),
     "frontier": (
         "sparsecircuits.circuits.commands",
-        "Validation loss against circuit size (geometric mean of...",
+        "Validation loss against circuit size (median edges over...",
     ),
     "explain": (
         "sparsecircuits.explain.commands",

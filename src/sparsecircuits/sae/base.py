@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import nn
 
 from sparsecircuits.sae.config import SAEConfig
 
 
-class SparseAutoencoder(nn.Module):
+class SparseAutoencoder(nn.Module, ABC):
     """f = activation(pre), pre = (x / input_scale - b_dec) @ W_enc + b_enc (a transcoder does not
     subtract b_dec: its input and output live in different spaces); x_hat = (f @ W_dec + b_dec)
     * output_scale. Subclasses choose the activation and the sparsity penalty."""
@@ -36,8 +38,9 @@ class SparseAutoencoder(nn.Module):
             x = x - self.b_dec
         return x @ self.W_enc + self.b_enc
 
+    @abstractmethod
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The latents from the pre-activations: where the architectures differ."""
 
     def sparsity_loss(self, pre: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         """The penalty added to the reconstruction loss (zero where the activation itself

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from sparsecircuits.data import TokenizedCorpus
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import (
     atomic_folder,
@@ -104,7 +105,13 @@ def _train(
     corpus = run_corpus(run)
     n_ctx = run.model_config.n_ctx
     fills = math.ceil(train.tokens / (train.buffer_windows * n_ctx))
-    checkpoint = latest_checkpoint(out) if resume else None
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is not None and not resume:
+        raise UserError(
+            f"{out} already holds an SAE training: pass --resume, or choose another --out"
+        )
+    if checkpoint is not None and resume and not (checkpoint / STATE).is_file():
+        raise UserError(f"{checkpoint} has no {STATE}: not a checkpoint of an SAE training")
     if checkpoint is None:
         first = next(buffers(run, hooks, train, corpus, 0, 1))
         config = scaled_config(config, run, first)
@@ -165,7 +172,12 @@ def _train(
 
 
 def buffers(
-    run: Run, hooks: list[str], train: SAETrainConfig, corpus, first_fill: int, fills: int
+    run: Run,
+    hooks: list[str],
+    train: SAETrainConfig,
+    corpus: TokenizedCorpus,
+    first_fill: int,
+    fills: int,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(input, target) activations of each buffer from `first_fill` on, [tokens, width] on the
     CPU; the target is the input for an SAE, the second hook's activations for a transcoder."""
