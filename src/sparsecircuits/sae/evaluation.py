@@ -24,7 +24,8 @@ from sparsecircuits.sae.metrics import ReconstructionTotals
 def evaluate_sae(
     run: Run, sae: SparseAutoencoder, tokens: int = 65_536, batch_size: int = 8
 ) -> dict:
-    sae.eval()
+    device = next(run.model.parameters()).device
+    sae.eval().to(device)
     config = sae.config
     hooks = [config.hook] + ([config.out_hook] if config.is_transcoder else [])
     target_hook = hooks[-1]
@@ -32,7 +33,8 @@ def evaluate_sae(
     sums, count = None, 0
     windows = list(iter_activations(run, hooks, tokens, batch_size, split="val"))
     for batch in windows:  # reconstruction, and the target's mean for the ablation
-        x, y = batch.activations[hooks[0]].float(), batch.activations[target_hook].float()
+        x = batch.activations[hooks[0]].to(device).float()
+        y = batch.activations[target_hook].to(device).float()
         y_hat, f = sae(x)
         totals.add(y, y_hat, f)
         flat = y.flatten(0, -2)
@@ -43,11 +45,14 @@ def evaluate_sae(
     kl, predicted = 0.0, 0
     model = run.model
     for batch in windows:
-        tokens_in, targets = batch.tokens[:, :-1], batch.tokens[:, 1:]
+        tokens = batch.tokens.to(device)
+        tokens_in, targets = tokens[:, :-1], tokens[:, 1:]
         clean = model(tokens_in)
         spliced = model_with(model, tokens_in, splice_edits(sae, hooks))
         ablated = model_with(
-            model, tokens_in, {target_hook: lambda act, hook: mean.to(act.dtype).expand_as(act)}
+            model,
+            tokens_in,
+            {target_hook: lambda act, hook: mean.to(act.device, act.dtype).expand_as(act)},
         )
         for name, logits in (("clean", clean), ("spliced", spliced), ("ablated", ablated)):
             losses[name] += float(

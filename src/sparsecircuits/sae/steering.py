@@ -52,6 +52,7 @@ def steering_edits(
     for steer in steers:
         if (Path(steer.target) / CONFIG).is_file():
             sae = load_sae(Path(steer.target), model_sha256=model_sha256, force=force)
+            sae.eval().to(next(model.parameters()).device)
             hook, edit = sae.config.hook, clamp_latent(sae, steer.index, steer.value)
             if sae.config.is_transcoder:
                 raise UserError(f"{steer.target} is a transcoder: steer an SAE, or the hook itself")
