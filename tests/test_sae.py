@@ -371,3 +371,35 @@ def test_training_again_into_a_trained_folder_needs_resume(tiny_run: Path, tmp_p
     with pytest.raises(UserError, match="already holds an SAE training: pass --resume"):
         trained_sae(tiny_run, out, tokens=128)
     assert (out / "sae.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize("transcoder", [False, True])
+def test_topks_sparse_pass_has_the_dense_computations_value_and_gradients(transcoder):
+    """TopK decodes only the active rows and back-propagates only through the active encoder
+    columns: the same loss and gradients as the plain dense computation (float64)."""
+    from sparsecircuits.sae.base import SparseAutoencoder
+
+    fields = {"arch": "topk", "d_in": 6, "d_sae": 20, "k": 3, "hook": "h", "input_scale": 1.7}
+    if transcoder:
+        fields |= {"out_hook": "o", "d_out": 5, "output_scale": 0.6}
+    torch.manual_seed(0)
+    sae = build_sae(SAEConfig(**fields)).double()
+    with torch.no_grad():
+        for parameter in sae.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 7, 6, generator=generator, dtype=torch.float64)
+    target = torch.randn(2, 7, sae.config.d_out, generator=generator, dtype=torch.float64)
+    results = []
+    for losses in (sae.losses, lambda a, b: SparseAutoencoder.losses(sae, a, b)):
+        sae.zero_grad()
+        out = losses(x, target)
+        out["loss"].backward()
+        results.append((out, {name: p.grad.clone() for name, p in sae.named_parameters()}))
+    (sparse, sparse_grads), (dense, dense_grads) = results
+    torch.testing.assert_close(sparse["loss"], dense["loss"])
+    torch.testing.assert_close(sparse["f"], dense["f"])
+    for name, grad in dense_grads.items():
+        torch.testing.assert_close(sparse_grads[name], grad, msg=name)
+    x_hat, f = sae(x)
+    torch.testing.assert_close(x_hat, sae.decode(f))

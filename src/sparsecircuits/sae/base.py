@@ -53,16 +53,22 @@ class SparseAutoencoder(nn.Module, ABC):
     def decode(self, f: torch.Tensor) -> torch.Tensor:
         return (f @ self.W_dec + self.b_dec) * self.config.output_scale
 
+    def latents_and_reconstruction(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """f and the reconstruction before the output scale, f @ W_dec + b_dec; an architecture
+        that knows which latents are active may decode only those."""
+        f = self.activation(pre)
+        return f, f @ self.W_dec + self.b_dec
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.encode(x)
-        return self.decode(f), f
+        f, reconstruction = self.latents_and_reconstruction(self.pre_activations(x))
+        return reconstruction * self.config.output_scale, f
 
     def losses(self, x: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Reconstruction (mean squared error per activation, summed over its dimensions, in
         the scaled space) and sparsity terms of one batch; "loss" is what training minimises."""
         pre = self.pre_activations(x)
-        f = self.activation(pre)
-        error = (f @ self.W_dec + self.b_dec) - target / self.config.output_scale
+        f, reconstruction = self.latents_and_reconstruction(pre)
+        error = reconstruction - target / self.config.output_scale
         reconstruction = error.square().sum(dim=-1).mean()
         sparsity = self.sparsity_loss(pre, f)
         return {
