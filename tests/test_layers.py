@@ -19,7 +19,7 @@ LEVELS = {
     "train": 4,
     "circuits": 5,
     "interp": 5,
-    "sae": 5,
+    "sae": 3,
     "explain": 6,
     "report": 7,
     "viewer": 8,

@@ -91,8 +91,17 @@ def log_to_stderr(line: str) -> None:
     help="Unit kind with --layer: mlp, resid, attn_in, q, k, v, attn_out, mlp_in, mlp_out.",
 )
 @click.option(
-    "--units", "unit_list", help="Channels with --layer, e.g. 0,1,2 or 0-31 (default all)."
+    "--units",
+    "unit_list",
+    help="Channels with --layer, latents with --sae, e.g. 0,1,2 or 0-31 (default all).",
 )
+@click.option(
+    "--sae",
+    "sae_folder",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Explain this SAE's latents (spliced into RUN) instead of the model's own units.",
+)
+@click.option("--force", is_flag=True, help="With --sae: use an SAE of another model anyway.")
 @click.option(
     "--circuit",
     "circuit_file",
@@ -131,6 +140,8 @@ def explain(
     layer: int | None,
     kind: str,
     unit_list: str | None,
+    sae_folder: Path | None,
+    force: bool,
     circuit_file: Path | None,
     backend: str,
     db: Path,
@@ -145,24 +156,35 @@ def explain(
 ) -> None:
     """Explain units of RUN in words, simulate them from the words alone, score the match.
 
-    Units: --layer L (with --kind and --units) or --circuit FILE. Results go to the SQLite
-    database --db, one row per unit, as each is scored; running the same command again after
-    an interruption continues where it stopped.
+    Units: --layer L (with --kind and --units), --circuit FILE, or --sae DIR (the SAE's
+    latents, with --units). Results go to the SQLite database --db, one row per unit, as each
+    is scored; running the same command again after an interruption continues where it
+    stopped. Latents are stored under the spliced model's hash, apart from the model's units.
     """
     from sparsecircuits.explain.pipeline import ScoreSettings, explain_units
     from sparsecircuits.explain.records import RecordSettings
     from sparsecircuits.explain.store import ExplanationStore
-    from sparsecircuits.explain.units import kind_width, layer_units, parse_indices
+    from sparsecircuits.explain.units import kind_width, latent_units, layer_units, parse_indices
     from sparsecircuits.loading import load_run
 
-    if (layer is None) == (circuit_file is None):
-        raise UserError("give either --layer L or --circuit FILE")
+    if [layer is None, circuit_file is None, sae_folder is None].count(False) != 1:
+        raise UserError("give one of --layer L, --circuit FILE or --sae DIR")
     if revise and backend not in ("offline", "openai"):
         raise UserError("--revise works with the offline and openai backends, not baselines")
     if circuit_file is not None and unit_list is not None:
-        raise UserError("--units goes with --layer, not with --circuit")
+        raise UserError("--units goes with --layer or --sae, not with --circuit")
+    if backend == "weights" and sae_folder is not None:
+        raise UserError("the weights baseline reads MLP neurons' weights, not SAE latents")
     loaded = load_run(run, device)
-    if circuit_file is not None:
+    if sae_folder is not None:
+        from sparsecircuits.sae.splice import latents_hook, run_with_sae, written_hook
+
+        loaded, splice = run_with_sae(loaded, sae_folder, force)
+        width = splice.sae.config.d_sae
+        indices = parse_indices(unit_list, width) if unit_list else None
+        units = latent_units(loaded.model_config, written_hook(splice.sae), width, indices)
+        log_to_stderr(f"explaining {len(units)} latents at {latents_hook(splice.sae)}")
+    elif circuit_file is not None:
         from sparsecircuits.explain.circuit_nodes import circuit_units
 
         units = circuit_units(loaded, circuit_file)
@@ -176,9 +198,10 @@ def explain(
     explainer, simulator, client = make_backend(backend, store, llm, loaded)
     record_settings = RecordSettings(n_tokens=tokens, seed=seed)
     score_settings = ScoreSettings(ablation=not no_ablation)
+    model_label = str(run) if sae_folder is None else f"{run} + {sae_folder}"
     rows = explain_units(
         loaded,
-        str(run),
+        model_label,
         units,
         explainer,
         simulator,
@@ -197,7 +220,7 @@ def explain(
         from sparsecircuits.explain.revision import revise_units
 
         rows += revise_units(
-            loaded, str(run), units, explainer, simulator, store, record_settings,
+            loaded, model_label, units, explainer, simulator, store, record_settings,
             score_settings, log=log_to_stderr,
         )  # fmt: skip
     if circuit_file is not None:

@@ -4,7 +4,9 @@ channel, a channel an attention or MLP block writes), named like a circuit node.
 A unit is (hook, index) over the hook's activation flattened to [..., channels] (q, k and v are
 [batch, pos, head, d_head]: channel = head * d_head + i). `--layer L --kind K` picks a layer's
 hook; a circuit file's nodes map onto the same units, so circuit nodes and neurons share one
-explanation store.
+explanation store. The latents of an SAE spliced into a block's hook (sae.splice) are units
+too: kind "KIND_sae" (e.g. "2.resid_sae.962" reads blocks.2.hook_resid_post.hook_sae_latents),
+their widths the SAE's.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 
 from sparsecircuits.errors import UserError
 from sparsecircuits.model import GPTConfig
+from sparsecircuits.sae.splice import LATENTS
 
 # Unit kinds of a block and their hook inside block L; "mlp" (neurons) is the default.
 KINDS = {
@@ -31,6 +34,23 @@ KINDS = {
 }
 # Circuit node kinds (circuits.nodes) named differently here.
 NODE_KINDS = {"mlp_neuron": "mlp"}
+LATENT_SUFFIX = "_sae"
+
+
+def latent_base(kind: str) -> str | None:
+    """The hook kind whose SAE latents `kind` names ("resid" for "resid_sae"), else None."""
+    base = kind.removesuffix(LATENT_SUFFIX)
+    return base if base != kind and base in KINDS and base not in ("q", "k", "v") else None
+
+
+def latent_layer_kind(hook: str) -> tuple[int, str]:
+    """(layer, unit kind) of the latents of an SAE spliced into `hook`."""
+    _, layer, suffix = (hook.split(".", 2) + ["", ""])[:3]
+    kind = {inside: kind for kind, inside in KINDS.items()}.get(suffix)
+    if not hook.startswith("blocks.") or not layer.isdigit() or latent_base(f"{kind}_sae") is None:
+        choices = ", ".join(f"blocks.L.{KINDS[k]}" for k in KINDS if k not in ("q", "k", "v"))
+        raise UserError(f"the SAE writes {hook}: latents are units on a block's {choices}")
+    return int(layer), kind + LATENT_SUFFIX
 
 
 @dataclass(frozen=True, order=True)
@@ -43,6 +63,9 @@ class Unit:
     def hook(self) -> str:
         if self.kind == "final_norm":
             return "hook_final_norm"
+        base = latent_base(self.kind)
+        if base is not None:
+            return f"blocks.{self.layer}.{KINDS[base]}.{LATENTS}"
         return f"blocks.{self.layer}.{KINDS[self.kind]}"
 
     @property
@@ -56,7 +79,7 @@ class Unit:
         if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
             raise UserError(f"bad unit name {name!r}: expected LAYER.KIND.INDEX, e.g. 1.mlp.17")
         kind = NODE_KINDS.get(parts[1], parts[1])
-        if kind not in KINDS and kind != "final_norm":
+        if kind not in KINDS and kind != "final_norm" and latent_base(kind) is None:
             raise UserError(f"unknown unit kind {parts[1]!r} (choose from {', '.join(KINDS)})")
         return cls(int(parts[0]), kind, int(parts[2]))
 
@@ -80,13 +103,33 @@ def layer_units(
     return check_units(config, [Unit(layer, kind, index) for index in chosen])
 
 
-def check_units(config: GPTConfig, units: list[Unit]) -> list[Unit]:
-    """`units`, once each, in order; a UserError for one the model does not have."""
+def latent_units(
+    config: GPTConfig, hook: str, d_sae: int, indices: Iterable[int] | None
+) -> list[Unit]:
+    """The latents (all when `indices` is None) of a d_sae-wide SAE spliced into `hook`."""
+    layer, kind = latent_layer_kind(hook)
+    chosen = range(d_sae) if indices is None else list(indices)
+    return check_units(config, [Unit(layer, kind, index) for index in chosen], {kind: d_sae})
+
+
+def check_units(
+    config: GPTConfig, units: list[Unit], latent_widths: dict[str, int] | None = None
+) -> list[Unit]:
+    """`units`, once each, in order; a UserError for one the model does not have.
+    `latent_widths`: the width of each spliced SAE's latents by unit kind."""
     if not units:
         raise UserError("no units to explain")
+    latent_widths = latent_widths or {}
     for unit in units:
         last_layer = config.n_layer if unit.kind == "final_norm" else config.n_layer - 1
-        width = config.d_model if unit.kind == "final_norm" else kind_width(config, unit.kind)
+        if latent_base(unit.kind) is not None:
+            if unit.kind not in latent_widths:
+                raise UserError(f"unit {unit.name} is an SAE latent: name the SAE (--sae)")
+            width = latent_widths[unit.kind]
+        elif unit.kind == "final_norm":
+            width = config.d_model
+        else:
+            width = kind_width(config, unit.kind)
         if not 0 <= unit.layer <= last_layer:
             raise UserError(f"unit {unit.name}: the model has layers 0..{last_layer}")
         if not 0 <= unit.index < width:

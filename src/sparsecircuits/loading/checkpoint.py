@@ -109,6 +109,9 @@ class Run:
     config: dict  # the whole config.json: "model", "train", "data" (and "source" if imported)
     state: dict  # trainer_state.json: step, tokens, val_loss, ...
     path: Path  # the checkpoint folder
+    # Modules spliced into the model's forward pass (SAEs), as (label, weights hash): they
+    # change what the model's units are, so they are part of its identity.
+    spliced: tuple[tuple[str, str], ...] = ()
 
     @property
     def model_config(self) -> GPTConfig:
@@ -122,6 +125,8 @@ class Run:
         for name, tensor in sorted(self.model.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        for label, sha256 in self.spliced:
+            digest.update(f"spliced {label} {sha256}".encode())
         return digest.hexdigest()[:16]
 
     @property

@@ -81,6 +81,23 @@ class HookedModule(nn.Module):
     def hook_names(self) -> list[str]:
         return list(self._hook_points)
 
+    def add_hook_point(self, name: str) -> HookPoint:
+        """A new hook point outside the module tree (one a spliced-in module, e.g. an SAE,
+        passes its own values through), listed, cached and edited like every other."""
+        if name in self._hook_points:
+            raise UserError(f"the model already has a hook point {name!r}")
+        point = HookPoint()
+        point.name = name
+        self._hook_points[name] = point
+        return point
+
+    def remove_hook_point(self, name: str) -> None:
+        """Forget a hook point `add_hook_point` made (module hook points stay)."""
+        point = self._hook_points.get(name)
+        if point is None or any(point is module for module in self.modules()):
+            raise UserError(f"{name!r} is not a hook point added by add_hook_point")
+        del self._hook_points[name]
+
     def resolve_hook_names(self, patterns: str | Iterable[str]) -> list[str]:
         """Expand names and shell-style globs (`blocks.*.hook_resid_post`) to hook names."""
         if isinstance(patterns, str):

@@ -77,7 +77,7 @@ def clamp_latent(sae: SparseAutoencoder, latent: int, value: float) -> Callable:
 
     def edit(act: torch.Tensor, hook: object) -> torch.Tensor:
         with torch.no_grad():
-            current = sae.encode(act.float())[..., latent]
+            current = sae.encode(act.to(direction.dtype))[..., latent]
         return act + ((value - current)[..., None] * direction.to(act.device)).to(act.dtype)
 
     return edit
