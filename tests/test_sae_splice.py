@@ -225,3 +225,41 @@ def test_bad_explain_sae_flags_are_one_line(tiny_run: Path, tmp_path: Path, flag
     result = run_in_process("explain", str(tiny_run), "--sae", str(folder), *flags, *db)
     assert result.returncode != 0 and fragment in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# --- latents in patch and probe --------------------------------------------------------------
+
+
+def test_patch_and_probe_read_an_sae_s_latents(tiny_run: Path, tmp_path: Path):
+    import json
+
+    from cli_runner import run_in_process
+    from sparsecircuits.loading import load_run
+
+    folder = channel_sae(load_run(tiny_run), "blocks.1.hook_resid_post", 32, tmp_path / "sae")
+    task = ["--task", "single_double_quote", "--n", "8"]
+    for method in ([], ["--attribution"]):
+        out = tmp_path / f"patch{len(method)}"
+        flags = ["--sae", str(folder), "--site", "latents", *method, "--out", str(out)]
+        result = run_in_process("patch", str(tiny_run), *task, *flags)
+        assert result.returncode == 0, result.stderr
+        (grid_file,) = out.glob("*.json")
+        grid = json.loads(grid_file.read_text())
+        assert grid["rows"] == ["layer 1"] and len(grid["columns"]) == 64
+        assert "layer 1 '" in result.stdout
+    probed = run_in_process(
+        "probe", str(tiny_run), *task, "--sae", str(folder), "--out", str(tmp_path / "probe")
+    )
+    assert probed.returncode == 0, probed.stderr
+    assert "SAE latents" in probed.stdout
+
+
+def test_patching_latents_needs_an_sae(tiny_run: Path, tmp_path: Path):
+    from cli_runner import run_in_process
+
+    result = run_in_process(
+        "patch", str(tiny_run), "--task", "single_double_quote", "--site", "latents",
+        "--out", str(tmp_path / "p"),
+    )  # fmt: skip
+    assert result.returncode != 0 and "--site latents and --sae DIR go together" in result.stderr
+    assert not (tmp_path / "p").exists()

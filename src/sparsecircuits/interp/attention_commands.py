@@ -98,8 +98,25 @@ def heads(
     show_default=True,
     help="Residual stream after each layer, or each layer's attention or MLP output.",
 )
+@click.option(
+    "--sae",
+    "sae_folder",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Also probe this SAE's latents (spliced into RUN), as one more row.",
+)
+@click.option("--force", is_flag=True, help="With --sae: use an SAE of another model anyway.")
 @click.option("--device", **DEVICE_OPTION)
-def probe(run: Path, task: str, out: Path, n_pairs: int, seed: int, site: str, device: str) -> None:
+def probe(
+    run: Path,
+    task: str,
+    out: Path,
+    n_pairs: int,
+    seed: int,
+    site: str,
+    sae_folder: Path | None,
+    force: bool,
+    device: str,
+) -> None:
     """Probe every layer for which prompt of a TASK pair it reads (A or B) at the last token:
     held-out accuracy beside a shuffled-label control and the majority baseline."""
     from sparsecircuits.interp.figures import write_grid
@@ -107,7 +124,14 @@ def probe(run: Path, task: str, out: Path, n_pairs: int, seed: int, site: str, d
     from sparsecircuits.loading import load_run
 
     loaded = load_run(run, device=device)
-    results = task_probe(loaded, task, n_pairs, seed, kind=site)
+    extra, extra_width = {}, 0
+    if sae_folder is not None:
+        from sparsecircuits.sae.splice import latents_hook, run_with_sae
+
+        loaded, splice = run_with_sae(loaded, sae_folder, force)
+        extra = {"SAE latents": latents_hook(splice.sae)}
+        extra_width = splice.sae.config.d_sae
+    results = task_probe(loaded, task, n_pairs, seed, site, extra, extra_width)
     first = results[0]
     title = f"{task}: A vs B probe ({site})"
     summary = {
@@ -116,17 +140,18 @@ def probe(run: Path, task: str, out: Path, n_pairs: int, seed: int, site: str, d
         "pairs asked for": n_pairs,
         "seed": seed,
         "site": site,
+        "sae": None if sae_folder is None else f"{sae_folder} ({extra['SAE latents']})",
     }
     paths = write_grid(probe_grid(results, title, summary), out / f"{task}-probe-{site}")
     click.echo(
         f"held-out accuracy telling prompt A from B of {task}, at each prompt's last token: "
         f"{first.n_train} train / {first.n_test} test prompts (a pair's two prompts share a side)"
     )
-    click.echo(f"{'layer':<10}{'accuracy':>10}{'control':>16}{'majority':>10}")
+    click.echo(f"{'layer':<12}{'accuracy':>10}{'control':>16}{'majority':>10}")
     for result in results:
         control = f"{result.control_accuracy:.3f} ± {result.control_std:.3f}"
         click.echo(
-            f"{result.name:<10}{result.accuracy:>10.3f}{control:>16}{result.majority_baseline:>10.3f}"
+            f"{result.name:<12}{result.accuracy:>10.3f}{control:>16}{result.majority_baseline:>10.3f}"
         )
     click.echo(
         "control: the same probe trained on shuffled labels "

@@ -49,11 +49,18 @@ def task_options(command):  # noqa: ANN001, ANN201 (a click decorator)
 @task_options
 @click.option(
     "--site",
-    type=click.Choice(["resid", "heads", "neurons"]),
+    type=click.Choice(["resid", "heads", "neurons", "latents"]),
     default="resid",
     show_default=True,
-    help="Residual stream by position, head outputs, or MLP neurons.",
+    help="Residual stream by position, head outputs, MLP neurons, or an SAE's latents (--sae).",
 )
+@click.option(
+    "--sae",
+    "sae_folder",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Splice this SAE into RUN first: --site latents patches its latents one by one.",
+)
+@click.option("--force", is_flag=True, help="With --sae: use an SAE of another model anyway.")
 @click.option(
     "--attribution",
     is_flag=True,
@@ -72,19 +79,40 @@ def patch(
     last: int | None,
     device: str,
     site: str,
+    sae_folder: Path | None,
+    force: bool,
     attribution: bool,
     metric: str,
 ) -> None:
-    """Patch clean activations into the corrupted run, one layer x position/head/neuron at a
-    time, and show how much of the answer each restores."""
-    from sparsecircuits.interp.patching import patching
+    """Patch clean activations into the corrupted run, one layer x position/head/neuron (or
+    SAE latent) at a time, and show how much of the answer each restores."""
+    from sparsecircuits.errors import UserError
+    from sparsecircuits.interp.patching import PATCH_SITES, latent_site, patching
     from sparsecircuits.interp.reports import load_pairs, write_patch_results
 
+    if (site == "latents") != (sae_folder is not None):
+        raise UserError("--site latents and --sae DIR go together")
     loaded, pairs = load_pairs(run, task, pairs_file, n_pairs, seed, device)
+    sites = PATCH_SITES
+    if sae_folder is not None:
+        from sparsecircuits.sae.splice import latents_hook, run_with_sae, written_layer
+
+        loaded, splice = run_with_sae(loaded, sae_folder, force)
+        where = latent_site(
+            latents_hook(splice.sae), written_layer(splice.sae), splice.sae.config.d_sae
+        )
+        sites = {**PATCH_SITES, "latents": where}
     method = "attribution" if attribution else "activation"
     token_text = loaded.tokenizer.id_to_token_text
     result = patching(
-        loaded.model, pairs.batch, site, method, metric, last=last, token_text=token_text
+        loaded.model,
+        pairs.batch,
+        site,
+        method,
+        metric,
+        sites=sites,
+        last=last,
+        token_text=token_text,
     )
     write_patch_results([result], pairs.label, out)
 

@@ -84,6 +84,9 @@ def grid_files(grid: Grid, name: str) -> dict[str, bytes]:
     }
 
 
+MAX_TICKS = 64
+
+
 def png(grid: Grid) -> bytes:
     n_rows, n_columns = grid.values.shape
     width = min(18.0, max(5.0, 2.5 + 0.45 * n_columns))
@@ -105,7 +108,9 @@ def png(grid: Grid) -> bytes:
                 axes.text(
                     column, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color=shade
                 )
-    axes.set_xticks(range(n_columns), [short(label) for label in grid.columns], rotation=90)
+    # Past MAX_TICKS columns (MLP neurons, SAE latents) label every few only: readable ticks.
+    ticks = range(0, n_columns, math.ceil(n_columns / MAX_TICKS))
+    axes.set_xticks(ticks, [short(grid.columns[i]) for i in ticks], rotation=90)
     axes.set_yticks(range(n_rows), grid.rows)
     axes.set_xlabel(grid.column_axis)
     axes.set_ylabel(grid.row_axis)

@@ -203,9 +203,17 @@ class Site:
     name: str
     hook: str  # with {layer}
     column_axis: str
+    layers: tuple[int, ...] | None = None  # None: every layer
+    width: int = 0  # channels of a "neuron" or "latent" column axis (0: the MLP's)
+
+    def rows(self, model: GPT) -> list[int]:
+        return list(self.layers if self.layers is not None else range(model.config.n_layer))
 
     def hooks(self, model: GPT) -> list[str]:
-        return [self.hook.format(layer=layer) for layer in range(model.config.n_layer)]
+        return [self.hook.format(layer=layer) for layer in self.rows(model)]
+
+    def channels(self, config: GPTConfig) -> int:
+        return self.width or config.d_mlp
 
     def masks(
         self, model: GPT, pairs: TaskBatch, token_text: TokenText | None = None
@@ -225,8 +233,9 @@ class Site:
             return eye.view(config.n_head, 1, 1, config.n_head, 1), [
                 f"H{h}" for h in range(config.n_head)
             ]
-        eye = torch.eye(config.d_mlp, dtype=torch.bool)
-        return eye.view(config.d_mlp, 1, 1, config.d_mlp), [str(i) for i in range(config.d_mlp)]
+        width = self.channels(config)
+        eye = torch.eye(width, dtype=torch.bool)
+        return eye.view(width, 1, 1, width), [str(i) for i in range(width)]
 
 
 PATCH_SITES = {
@@ -234,6 +243,13 @@ PATCH_SITES = {
     "heads": Site("heads", "blocks.{layer}.attn.hook_z", "head"),
     "neurons": Site("neurons", "blocks.{layer}.mlp.hook_post", "neuron"),
 }
+
+
+def latent_site(latents_hook: str, layer: int, d_sae: int) -> Site:
+    """The latents of an SAE spliced into layer `layer` (sae.splice), one column each."""
+    return Site("latents", latents_hook, "latent", layers=(layer,), width=d_sae)
+
+
 # Causal tracing restores a layer's output, its MLP's or its attention's (ROME's three kinds).
 TRACE_SITES = {
     "resid": Site("resid", "blocks.{layer}.hook_resid_post", "position"),
@@ -246,12 +262,13 @@ TRACE_SITES = {
 class PatchResult:
     site: str
     method: str  # "activation", "attribution" or "causal tracing"
-    column_axis: str  # "position", "head" or "neuron"
-    values: torch.Tensor  # [n_layer, n_patches]: share of the clean-corrupted gap restored
+    column_axis: str  # "position", "head", "neuron" or "latent"
+    values: torch.Tensor  # [rows, n_patches]: share of the clean-corrupted gap restored
     columns: list[str]
     baselines: Baselines
     metric: str
     n_pairs: int
+    layers: list[int]  # each row's layer
 
 
 def patching(
@@ -291,7 +308,9 @@ def patching(
     else:
         rows = [patch_scan(model, pairs, hook, masks, score, corruption) for hook in hooks]
     values = base.recovered(torch.stack(rows).cpu())
-    return PatchResult(site, method, where.column_axis, values, columns, base, metric, n)
+    return PatchResult(
+        site, method, where.column_axis, values, columns, base, metric, n, where.rows(model)
+    )
 
 
 def patching_bytes(
@@ -303,10 +322,12 @@ def patching_bytes(
     patches, mask_width = {
         "position": (positions, 1),
         "head": (config.n_head, config.n_head),
-        "neuron": (config.d_mlp, config.d_mlp),
+        "neuron": (site.channels(config),) * 2,
+        "latent": (site.channels(config),) * 2,
     }[site.column_axis]
     masks = patches * rows * positions * mask_width  # bool: a byte each
-    values = rows * positions * max(config.d_model, config.d_attn, config.d_mlp) * FLOAT_BYTES
+    widest = max(config.d_model, config.d_attn, config.d_mlp, site.width)
+    values = rows * positions * widest * FLOAT_BYTES
     if attribution:
         backward = forward_bytes(config, rows, positions, backward=True, logit_positions=1)
         return masks + backward + 4 * config.n_layer * values

@@ -206,10 +206,13 @@ def probe_layers(
     l2: float = 1e-3,
     shuffles: int = CONTROL_SHUFFLES,
     batch_size: int = 64,
+    extra_width: int = 0,
 ) -> list[ProbeResult]:
     """One probe per hook for `labels` ([n] class ids 0..C-1) from the activation at
     `positions` ([n], one per sequence of `tokens` [n, T]). Examples with the same `groups`
-    value stay in one split (default: every example its own group); `names` label the rows."""
+    value stay in one split (default: every example its own group); `names` label the rows.
+    `extra_width`: the widest hook that is not the model's own (SAE latents), for the memory
+    check."""
     n = tokens.shape[0]
     positions, labels = torch.as_tensor(positions).long(), torch.as_tensor(labels).long()
     if positions.shape != (n,) or labels.shape != (n,):
@@ -229,7 +232,7 @@ def probe_layers(
         raise ValueError(f"{len(names)} row names for {len(hooks)} hooks")
     # Every hook's features of every example, and their standardised copy; one batch's pass.
     config = model.config
-    width = max(config.d_model, config.d_attn, config.d_mlp)
+    width = max(config.d_model, config.d_attn, config.d_mlp, extra_width)
     features = 2 * len(hooks) * n * width * FLOAT_BYTES
     needed = features + forward_bytes(config, min(n, batch_size), tokens.shape[1])
     what = f"probing {len(hooks)} hooks on {n:,} prompts (--n)"
@@ -242,11 +245,18 @@ def probe_layers(
 
 
 def task_probe(
-    run: Run, task: str, n: int = 256, seed: int = 0, kind: str = "resid"
+    run: Run,
+    task: str,
+    n: int = 256,
+    seed: int = 0,
+    kind: str = "resid",
+    extra: dict[str, str] | None = None,
+    extra_width: int = 0,
 ) -> list[ProbeResult]:
     """Which prompt of a task pair is this (A = 0, B = 1), read at each prompt's last token,
-    after every layer (and from the token embedding first, for "resid"). Pairs the tokenizer
-    cannot use are left out: n_train + n_test counts the prompts probed."""
+    after every layer (and from the token embedding first, for "resid"), then at the `extra`
+    hooks (row name -> hook, e.g. a spliced SAE's latents). Pairs the tokenizer cannot use are
+    left out: n_train + n_test counts the prompts probed."""
     if kind not in PROBE_KINDS:
         raise UserError(f"unknown probe site {kind!r} (choose from {', '.join(PROBE_KINDS)})")
     encoded = encode_pairs(task_pairs(task, "test", n, seed), run.tokenizer, run.model_config.n_ctx)
@@ -259,6 +269,8 @@ def task_probe(
     names = [f"layer {layer}" for layer in layers]
     if kind == "resid":
         hooks, names = ["hook_embed", *hooks], ["embed", *names]
+    extra = extra or {}
+    hooks, names = [*hooks, *extra.values()], [*names, *extra]
     return probe_layers(
         run.model,
         batch.tokens,
@@ -268,6 +280,7 @@ def task_probe(
         seed=seed,
         groups=torch.arange(m).repeat(2),  # both prompts of a pair on the same side
         names=names,
+        extra_width=extra_width,
     )
 
 

@@ -35,7 +35,7 @@ def patch_grid(result: PatchResult, label: str) -> Grid:
     return Grid(
         title=title,
         values=result.values,
-        rows=[f"layer {layer}" for layer in range(result.values.shape[0])],
+        rows=[f"layer {layer}" for layer in result.layers],
         columns=result.columns,
         row_axis="layer",
         column_axis=result.column_axis,
@@ -61,9 +61,13 @@ def strongest_cells(result: PatchResult, top: int) -> list[dict]:
     flat = torch.nan_to_num(result.values, nan=0.0).flatten()
     cells = []
     for index in flat.abs().argsort(descending=True)[:top].tolist():
-        layer, column = divmod(index, result.values.shape[1])
+        row, column = divmod(index, result.values.shape[1])
         cells.append(
-            {"layer": layer, "column": result.columns[column], "share_restored": float(flat[index])}
+            {
+                "layer": result.layers[row],
+                "column": result.columns[column],
+                "share_restored": float(flat[index]),
+            }
         )
     return cells
 

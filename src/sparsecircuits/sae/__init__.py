@@ -5,8 +5,9 @@ directions: f = encode(x) (few latents nonzero), x_hat = f @ W_dec + b_dec. A tr
 one hook and reconstructs another (e.g. an MLP's input -> its output). One file per
 architecture behind a small registry (architectures.py): ReLU + L1 (relu.py), TopK (topk.py),
 BatchTopK (batchtopk.py), JumpReLU (jumprelu.py). config.py: what an SAE is, saved as JSON
-beside its safetensors weights (files.py); metrics.py: how well it reconstructs. splice.py: an SAE spliced into its model, its latents a
-hook point (`H.hook_sae_latents`) that every analysis reads and edits like the model's own.
+beside its safetensors weights (files.py); metrics.py: how well it reconstructs; splice.py: an
+SAE spliced into its model, its latents a hook point (`H.hook_sae_latents`) that every
+analysis reads and edits like the model's own.
 
 Imports only model, loading and data, so circuits, interp and explain may splice SAEs in.
 """

@@ -53,6 +53,15 @@ def written_hook(sae: SparseAutoencoder) -> str:
     return sae.config.out_hook or sae.config.hook
 
 
+def written_layer(sae: SparseAutoencoder) -> int:
+    """The block whose hook the SAE writes (latents of the embedding or the final norm have
+    no block)."""
+    parts = written_hook(sae).split(".")
+    if len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit():
+        raise UserError(f"the SAE writes {written_hook(sae)}, not a hook of a block (blocks.L.*)")
+    return int(parts[1])
+
+
 @dataclass
 class Splice:
     """A spliced SAE; `remove()` takes it out again."""
