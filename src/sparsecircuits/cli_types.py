@@ -137,3 +137,20 @@ FRACTION = FiniteFloat(min=0, max=1, min_open=True)  # (0, 1]: kept fractions
 UNIT_INTERVAL = FiniteFloat(min=0, max=1)  # [0, 1]
 POSITIVE_FLOAT = FiniteFloat(min=0, min_open=True)
 TARGET_LOSS = FiniteFloat(min=0, max=HIGHEST_TARGET_LOSS, min_open=True, max_open=True)
+
+
+def splice_options(help_text: str):  # noqa: ANN201 (a click decorator)
+    """`--sae DIR` (an SAE to splice into the command's run) and `--force`."""
+
+    def decorate(command):  # noqa: ANN001, ANN202
+        command = click.option(
+            "--force", is_flag=True, help="With --sae: use an SAE of another model anyway."
+        )(command)
+        return click.option(
+            "--sae",
+            "sae_folder",
+            type=click.Path(path_type=Path, file_okay=False),
+            help=help_text,
+        )(command)
+
+    return decorate

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from sparsecircuits.cli_types import DEVICE_OPTION, POSITIVE_FLOAT, POSITIVE_INT, SEED, OutputFile
+from sparsecircuits.cli_types import (
+    DEVICE_OPTION,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    SEED,
+    OutputFile,
+    splice_options,
+)
 from sparsecircuits.errors import UserError
 from sparsecircuits.explain.store import SCORE_COLUMNS
 from sparsecircuits.files import json_text
@@ -95,13 +102,7 @@ def log_to_stderr(line: str) -> None:
     "unit_list",
     help="Channels with --layer, latents with --sae, e.g. 0,1,2 or 0-31 (default all).",
 )
-@click.option(
-    "--sae",
-    "sae_folder",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Explain this SAE's latents (spliced into RUN) instead of the model's own units.",
-)
-@click.option("--force", is_flag=True, help="With --sae: use an SAE of another model anyway.")
+@splice_options("Explain this SAE's latents (spliced into RUN) instead of the model's own units.")
 @click.option(
     "--circuit",
     "circuit_file",

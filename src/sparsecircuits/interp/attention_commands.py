@@ -14,6 +14,7 @@ from sparsecircuits.cli_types import (
     SEED,
     OutputFolder,
     count_at_least,
+    splice_options,
 )
 from sparsecircuits.errors import UserError
 
@@ -98,13 +99,7 @@ def heads(
     show_default=True,
     help="Residual stream after each layer, or each layer's attention or MLP output.",
 )
-@click.option(
-    "--sae",
-    "sae_folder",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Also probe this SAE's latents (spliced into RUN), as one more row.",
-)
-@click.option("--force", is_flag=True, help="With --sae: use an SAE of another model anyway.")
+@splice_options("Also probe this SAE's latents (spliced into RUN), as one more row.")
 @click.option("--device", **DEVICE_OPTION)
 def probe(
     run: Path,

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from sparsecircuits.cli_types import DEVICE_OPTION, PAIR_COUNT, POSITIVE_INT, SEED, OutputFolder
+from sparsecircuits.cli_types import (
+    DEVICE_OPTION,
+    PAIR_COUNT,
+    POSITIVE_INT,
+    SEED,
+    OutputFolder,
+    splice_options,
+)
 
 if TYPE_CHECKING:  # commands import torch only when run, so `--help` answers at once
     from sparsecircuits.interp.task_pairs import TaskInput
@@ -54,13 +61,7 @@ def task_options(command):  # noqa: ANN001, ANN201 (a click decorator)
     show_default=True,
     help="Residual stream by position, head outputs, MLP neurons, or an SAE's latents (--sae).",
 )
-@click.option(
-    "--sae",
-    "sae_folder",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Splice this SAE into RUN first: --site latents patches its latents one by one.",
-)
-@click.option("--force", is_flag=True, help="With --sae: use an SAE of another model anyway.")
+@splice_options("Splice this SAE into RUN first: --site latents patches its latents one by one.")
 @click.option(
     "--attribution",
     is_flag=True,
