@@ -263,3 +263,56 @@ def test_patching_latents_needs_an_sae(tiny_run: Path, tmp_path: Path):
     )  # fmt: skip
     assert result.returncode != 0 and "--site latents and --sae DIR go together" in result.stderr
     assert not (tmp_path / "p").exists()
+
+
+# --- the viewer's SAE pages --------------------------------------------------------------------
+
+
+def test_the_viewer_shows_an_sae_as_a_model_whose_units_are_its_latents(
+    tiny_run: Path, tmp_path: Path
+):
+    import json
+    import re
+
+    from sparsecircuits.loading import load_run
+    from sparsecircuits.loading.activations import iter_activations
+    from sparsecircuits.viewer.links import Links
+    from sparsecircuits.viewer.pages import unit_page, units_page
+    from sparsecircuits.viewer.site import NotFound, Site
+
+    run = load_run(tiny_run)
+    hook = "blocks.1.hook_resid_post"
+    folder = channel_sae(run, hook, 32, tmp_path / "sae")
+    site = Site([tiny_run], sae_paths=[folder])
+    assert [viewed.name for viewed in site.runs] == ["tiny", "tiny + sae"]
+    html = units_page(site, Links(), 1, n_tokens=2048)
+    rows = json.loads(re.search(r'id="unit-rows">(.*?)</script>', html, re.S).group(1))
+    assert [row["unit"] for row in rows] == [f"1.resid_sae.{i}" for i in range(64)]
+    # Latent i is relu(channel i), latent 32 + i relu(-channel i): together they fire wherever
+    # the channel is nonzero, over the same tokens.
+    values = torch.cat(
+        [
+            b.activations[hook].flatten(0, 1)
+            for b in iter_activations(run, hook, 2048, 16, split="train")
+        ]
+    )
+    for i in range(32):
+        together = rows[i]["density"] + rows[32 + i]["density"]
+        assert together == pytest.approx(float((values[:, i] != 0).float().mean()), abs=1e-6)
+    page = unit_page(site, Links(), 1, "1.resid_sae.3", n_tokens=2048)
+    assert "Decoder direction" in page and "--sae" in page
+    with pytest.raises(NotFound):
+        unit_page(site, Links(), 1, "1.resid_sae.64", n_tokens=2048)
+    with pytest.raises(NotFound):
+        unit_page(site, Links(), 0, "1.resid_sae.3", n_tokens=2048)  # the bare model has none
+
+
+def test_the_viewer_refuses_an_sae_of_no_given_model(tiny_run: Path, tmp_path: Path):
+    from sparsecircuits.sae import save_sae
+    from sparsecircuits.viewer.site import Site
+
+    sae = build_sae(SAEConfig("topk", 32, 64, "blocks.1.hook_resid_post", k=4))
+    sae.config.model_sha256 = "0" * 16
+    save_sae(sae, tmp_path / "other")
+    with pytest.raises(UserError, match="trained on none of the models"):
+        Site([tiny_run], sae_paths=[tmp_path / "other"])

@@ -21,6 +21,14 @@ from sparsecircuits.viewer.export_folder import ExportFolder
 )
 @click.option("--db", type=click.Path(path_type=Path), help="An explanations database.")
 @click.option(
+    "--sae",
+    "sae_paths",
+    multiple=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="An SAE of one of RUNS, shown as that model with the SAE spliced in: its latents "
+    "with their density, explanations and excerpts (repeatable).",
+)
+@click.option(
     "--export",
     type=ExportFolder(),
     help="Write static pages as this folder instead (new, empty or an earlier export).",
@@ -39,6 +47,7 @@ def view(
     runs: tuple[Path, ...],
     circuit_paths: tuple[Path, ...],
     db: Path | None,
+    sae_paths: tuple[Path, ...],
     export: Path | None,
     host: str,
     port: int,
@@ -53,7 +62,7 @@ def view(
     """
     from sparsecircuits.viewer.site import Site
 
-    site = Site(list(runs), list(circuit_paths), db, device)
+    site = Site(list(runs), list(circuit_paths), db, device, list(sae_paths))
     if export is not None:
         from sparsecircuits.viewer.export import export_site
 

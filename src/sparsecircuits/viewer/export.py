@@ -89,8 +89,10 @@ def write_pages(site: Site, out: Path, n_tokens: int) -> dict[str, float]:
         run_id = viewed.id
         timed("model", LINKS.model(run_id), pages.model_page, run_id)
         timed("circuits", LINKS.atlas(run_id), pages.atlas_page, run_id)
-        timed("units", LINKS.units(run_id), pages.units_page, run_id)
+        timed("units", LINKS.units(run_id), pages.units_page, run_id, n_tokens)
         names = {row["unit"] for row in site.explanations(run_id)}
+        if viewed.sae is not None:  # the latents page links every latent
+            names |= {unit.name for unit in pages.latent_units(viewed)}
         for circuit in site.circuits_of(run_id):
             units = [node_unit(node["id"]) for node in circuit.record["nodes"]]
             names |= {unit.name for unit in units if unit is not None}

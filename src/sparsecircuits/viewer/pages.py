@@ -17,13 +17,13 @@ from markupsafe import Markup
 from sparsecircuits.circuits.draw import circuit_svg
 from sparsecircuits.circuits.spread import geometric_mean
 from sparsecircuits.errors import UserError
-from sparsecircuits.explain.units import Unit, check_units
+from sparsecircuits.explain.units import Unit, check_units, latent_base, latent_layer_kind
 from sparsecircuits.files import write_text_atomic
 from sparsecircuits.render import render, template_environment
 from sparsecircuits.report.run_report import data_uri, density_per_layer_png, png_bytes
 from sparsecircuits.viewer.circuit_data import circuit_details, curve_png
 from sparsecircuits.viewer.links import Links
-from sparsecircuits.viewer.site import NotFound, Site, excerpts_of
+from sparsecircuits.viewer.site import NotFound, Site, ViewedRun, excerpts_of, latent_stats
 
 TEMPLATES = template_environment("sparsecircuits.viewer")
 SCORE_COLUMNS = ("score_top_and_random", "score_random_only", "ablation_score", "detection")
@@ -46,7 +46,7 @@ def model_nav(links: Links, site: Site, run_id: int) -> list[dict]:
     items = [
         {"href": links.model(run_id), "text": name},
         {"href": links.atlas(run_id), "text": "circuits"},
-        {"href": links.units(run_id), "text": "units"},
+        {"href": links.units(run_id), "text": "latents" if site.run(run_id).sae else "units"},
     ]
     if links.prompt(run_id):
         items.append({"href": links.prompt(run_id), "text": "prompt"})
@@ -115,7 +115,20 @@ def model_page(site: Site, links: Links, run_id: int) -> str:
         circuits=site.circuits_of(run_id),
         unit_count=len(site.explanations(run_id)),
         prompt_link=links.prompt(run_id),
+        sae=sae_summary(viewed),
     )
+
+
+def sae_summary(viewed: ViewedRun) -> dict | None:
+    """The spliced SAE's folder and settings, for the model page of a spliced run."""
+    if viewed.sae is None:
+        return None
+    return {
+        "folder": str(viewed.sae_folder),
+        "settings": [
+            (key, json.dumps(value)) for key, value in viewed.sae.config.to_dict().items()
+        ],
+    }
 
 
 def atlas_page(site: Site, links: Links, run_id: int) -> str:
@@ -175,8 +188,10 @@ def unit_rows(site: Site, links: Links, run_id: int) -> list[dict]:
     return rows
 
 
-def units_page(site: Site, links: Links, run_id: int) -> str:
+def units_page(site: Site, links: Links, run_id: int, n_tokens: int = 30_000) -> str:
     viewed = site.run(run_id)
+    if viewed.sae is not None:
+        return latents_page(site, links, run_id, n_tokens)
     rows = unit_rows(site, links, run_id)
     return page(
         links,
@@ -184,15 +199,71 @@ def units_page(site: Site, links: Links, run_id: int) -> str:
         f"Explained units of {viewed.name}",
         model_nav(links, site, run_id),
         rows=script_json(rows),
-        count=len(rows),
+        heading=f"{len(rows):,} explained units.",
         score_columns=SCORE_COLUMNS,
+        density_png=None,
     )
 
 
+def latent_units(viewed: ViewedRun) -> list[Unit]:
+    """Every latent of a spliced run's SAE, as units."""
+    from sparsecircuits.sae.splice import written_hook
+
+    layer, kind = latent_layer_kind(written_hook(viewed.sae))
+    return [Unit(layer, kind, index) for index in range(viewed.sae.config.d_sae)]
+
+
+def latents_page(site: Site, links: Links, run_id: int, n_tokens: int) -> str:
+    """Every latent of the SAE with its density, largest activation and explanation (if any):
+    the SAE's own page."""
+    viewed = site.run(run_id)
+    stats = latent_stats(viewed, n_tokens)
+    explained = {row["unit"]: row for row in unit_rows(site, links, run_id)}
+    rows = []
+    for unit in latent_units(viewed):
+        row = explained.get(unit.name, {"unit": unit.name, "explanation": None})
+        density, largest = stats.density[unit.index], stats.max_activation[unit.index]
+        rows.append(
+            row | {"href": links.unit(run_id, unit.name), "density": density, "max": largest}
+        )
+    dead = sum(density == 0 for density in stats.density)
+    heading = (
+        f"{len(rows):,} latents of {viewed.sae_folder} ({viewed.sae.config.arch}, "
+        f"{viewed.sae.config.hook}); density is the share of {stats.tokens:,} corpus tokens on "
+        f"which a latent fires: {dead:,} never fired. {len(explained):,} explained."
+    )
+    return page(
+        links,
+        "units.html",
+        f"Latents of {viewed.name}",
+        model_nav(links, site, run_id),
+        rows=script_json(rows),
+        heading=heading,
+        score_columns=("density", "max", *SCORE_COLUMNS),
+        density_png=data_uri(density_histogram_png(stats.density)),
+    )
+
+
+def density_histogram_png(densities: list[float]) -> bytes:
+    """How many latents fire how often, on a log scale (dead latents counted apart)."""
+    alive = [d for d in densities if d > 0]
+    figure, axes = plt.subplots(figsize=(6, 3))
+    if alive:
+        axes.hist(torch.tensor(alive).log10().tolist(), bins=40)
+    axes.set_xlabel("log10 density (share of tokens on which the latent fires)")
+    axes.set_ylabel("latents")
+    axes.set_title(f"{len(alive):,} live latents, {len(densities) - len(alive):,} never fired")
+    return png_bytes(figure, dpi=100)
+
+
 def parse_unit(site: Site, run_id: int, name: str) -> Unit:
+    viewed = site.run(run_id)
     try:
         unit = Unit.parse(name)
-        check_units(site.run(run_id).run.model_config, [unit])
+        widths = {}
+        if viewed.sae is not None:
+            widths = {latent_units(viewed)[0].kind: viewed.sae.config.d_sae}
+        check_units(viewed.run.model_config, [unit], widths)
     except UserError as error:
         raise NotFound(str(error)) from None
     return unit
@@ -217,7 +288,44 @@ def unit_page(
         score_columns=SCORE_COLUMNS,
         excerpts=shown,
         weights=unit_weights(viewed.run, unit),
+        decoder=decoder_effects(viewed, unit),
+        explain_hint=explain_hint(viewed, unit),
     )
+
+
+def explain_hint(viewed: ViewedRun, unit: Unit) -> str:
+    """The command that explains this unit."""
+    if viewed.sae is not None:
+        return f"sparsecircuits explain RUN --sae {viewed.sae_folder} --units {unit.index}"
+    return (
+        f"sparsecircuits explain RUN --layer {unit.layer} --kind {unit.kind} --units {unit.index}"
+    )
+
+
+def decoder_effects(viewed: ViewedRun, unit: Unit, limit: int = 10) -> dict | None:
+    """The tokens a latent's decoder direction pushes up and down most through the final norm's
+    weights and the unembedding: its direct effect on the logits (later layers left out), for
+    SAEs that write the residual stream or an MLP's neurons."""
+    base = latent_base(unit.kind)
+    if viewed.sae is None or base is None or viewed.run.tokenizer_or_none is None:
+        return None
+    if base not in ("resid", "attn_out", "mlp_out", "mlp"):
+        return None  # a norm's output: no direct path to the logits
+    model = viewed.run.model
+    with torch.no_grad():
+        direction = viewed.sae.W_dec[unit.index].float() * viewed.sae.config.output_scale
+        if base == "mlp":
+            direction = model.blocks[unit.layer].mlp.proj.weight.float() @ direction
+        effects = model.lm_head.weight.float() @ (model.norm_final.weight.float() * direction)
+    text = viewed.run.tokenizer.id_to_token_text
+
+    def chosen(indices: torch.Tensor) -> list[tuple[str, float]]:
+        return [(text(int(i)), float(effects[i])) for i in indices]
+
+    return {
+        "up": chosen(effects.topk(limit).indices),
+        "down": chosen((-effects).topk(limit).indices),
+    }
 
 
 def unit_weights(run, unit: Unit, limit: int = 12) -> dict:  # noqa: ANN001

@@ -86,7 +86,7 @@ def build_app(site: Site, n_tokens: int = 30_000, warm: bool = True) -> Starlett
 
     def units(request: Request) -> Response:
         run_id = request.path_params["run_id"]
-        return html(lambda: pages.units_page(site, LINKS, run_id))
+        return html(lambda: pages.units_page(site, LINKS, run_id, n_tokens))
 
     def unit(request: Request) -> Response:
         run_id, name = request.path_params["run_id"], request.path_params["name"]

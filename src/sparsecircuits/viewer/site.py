@@ -1,5 +1,7 @@
 """What the viewer shows: the runs, the circuit files and the explanations database it was
-given, each behind a small integer id or a unit name, never behind a path.
+given, each behind a small integer id or a unit name, never behind a path. An SAE given with
+`--sae` is spliced into a fresh copy of the run it was trained on and shown as a model of its
+own, whose units are the SAE's latents.
 
 Pages ask for things by id; an unknown id is `NotFound` (a 404 page), and nothing a request
 says can make the viewer open a file it was not given at start.
@@ -12,12 +14,16 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import torch
+
 from sparsecircuits.circuits.circuit_file import model_hash, read_circuit
 from sparsecircuits.errors import UserError
 from sparsecircuits.explain.store import ExplanationStore
 from sparsecircuits.explain.units import Unit
 from sparsecircuits.loading import Run, load_run, resolve_checkpoint
 from sparsecircuits.report.run_report import task_results
+from sparsecircuits.sae import SparseAutoencoder, load_sae
+from sparsecircuits.sae.splice import run_with_sae
 from sparsecircuits.tasks import TASKS
 from sparsecircuits.train.summary import summarize_run
 
@@ -33,6 +39,9 @@ class ViewedRun:
     path: Path
     run: Run
     lock: threading.Lock = field(default_factory=threading.Lock)  # one forward pass at a time
+    sae: SparseAutoencoder | None = None  # spliced into `run`: its latents are the units
+    sae_folder: Path | None = None
+    computed: dict = field(default_factory=dict)  # slow results, by what was asked
 
     @cached_property
     def sha256(self) -> str:
@@ -85,6 +94,7 @@ class Site:
         circuit_paths: list[Path] = (),
         db_path: Path | None = None,
         device: str = "cpu",
+        sae_paths: list[Path] = (),
     ) -> None:
         if not run_paths:
             raise UserError("give at least one run or model folder to view")
@@ -92,6 +102,8 @@ class Site:
             ViewedRun(i, unique_name(path, run_paths), path, load_run(path, device))
             for i, path in enumerate(run_paths)
         ]
+        for folder in sae_paths:
+            self.runs.append(self.spliced_run(Path(folder), device))
         files = circuit_files(circuit_paths)
         self.circuits = [
             ViewedCircuit(i, path, record, self.run_of(record))
@@ -101,6 +113,16 @@ class Site:
             raise UserError(f"no explanations database at {db_path}")
         self.store = ExplanationStore(db_path) if db_path is not None else None
         self.store_lock = threading.Lock()
+
+    def spliced_run(self, folder: Path, device: str) -> ViewedRun:
+        """The given run the SAE in `folder` was trained on, loaded again with it spliced in."""
+        trained_on = load_sae(folder).config.model_sha256
+        base = next((viewed for viewed in self.runs if viewed.sha256 == trained_on), None)
+        if base is None:
+            raise UserError(f"{folder}: the SAE was trained on none of the models given to view")
+        run, splice = run_with_sae(load_run(base.path, device), folder)
+        name = f"{base.name} + {folder.name}"
+        return ViewedRun(len(self.runs), name, base.path, run, sae=splice.sae, sae_folder=folder)
 
     def run(self, run_id: int) -> ViewedRun:
         if not 0 <= run_id < len(self.runs):
@@ -207,3 +229,34 @@ def excerpts_of(viewed: ViewedRun, units: list[Unit], n_tokens: int) -> dict[str
         )
         for record in records
     }
+
+
+@dataclass
+class LatentStats:
+    """How often each latent of a spliced SAE fires, over the viewer's tokens of the corpus."""
+
+    density: list[float]  # fraction of tokens on which the latent is nonzero
+    max_activation: list[float]
+    tokens: int
+
+
+def latent_stats(viewed: ViewedRun, n_tokens: int) -> LatentStats:
+    """Density and maximum of every latent, from one pass (kept on the run for later pages)."""
+    from sparsecircuits.loading.activations import iter_activations
+    from sparsecircuits.sae.splice import latents_hook
+
+    key = ("latent_stats", n_tokens)
+    with viewed.lock:
+        if key not in viewed.computed:
+            hook = latents_hook(viewed.sae)
+            width = viewed.sae.config.d_sae
+            fired, largest, count = torch.zeros(width), torch.zeros(width), 0
+            for batch in iter_activations(viewed.run, hook, n_tokens, 16, split="train"):
+                latents = batch.activations[hook].flatten(0, 1).float().cpu()
+                fired += (latents != 0).sum(dim=0)
+                largest = torch.maximum(largest, latents.max(dim=0).values)
+                count += latents.shape[0]
+            viewed.computed[key] = LatentStats(
+                (fired / max(count, 1)).tolist(), largest.tolist(), count
+            )
+        return viewed.computed[key]
