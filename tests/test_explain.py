@@ -445,7 +445,7 @@ def test_explain_command_stores_scored_rows_and_continues_after_an_interruption(
         (["--layer", "1", "--units", "5-1000000000000000000000000,7"], "channels 0..127"),
         (["--layer", "1", "--kind", "resid", "--units", "0-99999999999"], "channels 0..31"),
         (["--layer", "1", "--kind", "gate"], "unknown unit kind"),
-        ([], "give either --layer L or --circuit FILE"),
+        ([], "give one of --layer L, --circuit FILE or --sae DIR"),
     ],
 )
 def test_explain_refuses_bad_units_in_one_line(tiny_run, tmp_path, extra, fragment):
