@@ -55,7 +55,14 @@ class NodeGroup:
     layer: int  # the final norm counts as layer n_layer
     kind: str
     hook: str
-    width: int
+    width: int  # nodes
+    # Channels of the hook when they are not one node each: a one-node group of a wider hook
+    # (an SAE's error term) keeps or replaces the whole vector at once. 0: `width`.
+    channels: int = 0
+
+    @property
+    def hook_width(self) -> int:
+        return self.channels or self.width
 
     def node_id(self, index: int) -> str:
         return f"{self.layer}.{self.kind}.{index}"
@@ -96,7 +103,7 @@ def mean_activations(
     batches: Iterable[dict[str, torch.Tensor]], groups: list[NodeGroup]
 ) -> dict[str, torch.Tensor]:
     """Mean of every node's activation over all positions of a stream of cached batches."""
-    sums = {group.hook: torch.zeros(group.width, dtype=torch.float64) for group in groups}
+    sums = {group.hook: torch.zeros(group.hook_width, dtype=torch.float64) for group in groups}
     count = 0
     by_hook = {group.hook: group for group in groups}
     for cache in batches:
@@ -178,7 +185,7 @@ def read_means(path: Path, groups: list[NodeGroup]) -> dict[str, torch.Tensor]:
     except (SafetensorError, OSError, ValueError) as error:
         message = f"corrupt mean-activation file ({error}); delete it to recompute"
         raise field_error(path, "", message) from None
-    widths = {group.hook: group.width for group in groups}
+    widths = {group.hook: group.hook_width for group in groups}
     for hook, tensor in means.items():
         if hook not in widths:
             raise field_error(path, hook, "no such hook point in this model (delete the file)")

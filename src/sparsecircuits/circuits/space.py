@@ -278,7 +278,7 @@ def replacement_values(
         if extra + scales:
             values |= pretraining_means(run, groups=extra + scales)
     if ablation == "zero":
-        values |= {group.hook: torch.zeros(group.width) for group in groups}
+        values |= {group.hook: torch.zeros(group.hook_width) for group in groups}
     return values
 
 
