@@ -37,10 +37,13 @@ class HookPoint(nn.Module):
         super().__init__()
         self.name = ""
         self.fns: list[HookFn] = []
+        # Called with the value the hook point passes on, after every edit (a spliced module
+        # that reads this point sees what the model downstream sees).
+        self.observers: list[Callable[[torch.Tensor], None]] = []
 
     @property
     def active(self) -> bool:
-        return bool(self.fns)
+        return bool(self.fns or self.observers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for fn in self.fns:
@@ -52,6 +55,8 @@ class HookPoint(nn.Module):
                         f"{replacement.dtype} for an activation of {tuple(x.shape)} {x.dtype}"
                     )
                 x = replacement
+        for observe in self.observers:
+            observe(x)
         return x
 
 
@@ -80,6 +85,13 @@ class HookedModule(nn.Module):
     @property
     def hook_names(self) -> list[str]:
         return list(self._hook_points)
+
+    @property
+    def spliced_modules(self) -> dict[str, nn.Module]:
+        """Modules spliced into the forward pass (SAEs), by the hook point they write."""
+        if "_spliced" not in self.__dict__:
+            self.__dict__["_spliced"] = {}
+        return self.__dict__["_spliced"]
 
     def add_hook_point(self, name: str) -> HookPoint:
         """A new hook point outside the module tree (one a spliced-in module, e.g. an SAE,

@@ -74,9 +74,10 @@ class Splice:
 
     def remove(self) -> None:
         for point, function in self.attached:
-            point.fns.remove(function)
+            (point.fns if function in point.fns else point.observers).remove(function)
         for point in (self.latents, self.error):
             self.model.remove_hook_point(point.name)
+        self.model.spliced_modules.pop(written_hook(self.sae), None)
 
     def __enter__(self) -> Splice:
         return self
@@ -123,15 +124,18 @@ def splice_sae(model: GPT, sae: SparseAutoencoder) -> Splice:
         carried = sae.decode(edited_f) + edited_e
         return value.detach() + (carried - carried.detach()).to(y.dtype)
 
-    def keep_input(x: torch.Tensor, point: HookPoint) -> None:
+    def keep_input(x: torch.Tensor) -> None:
         read["x"] = x
 
-    attached = []
-    if config.is_transcoder:
-        attached.append((model._hook_points[config.hook], keep_input))
-    attached.append((model._hook_points[written_hook(sae)], write))
-    for point, function in attached:
-        point.fns.insert(0, function)  # before any edit a caller attaches to the same hook
+    attached: list[tuple[HookPoint, object]] = []
+    if config.is_transcoder:  # it reads its input as the model passes it on, edits included
+        reader = model._hook_points[config.hook]
+        reader.observers.append(keep_input)
+        attached.append((reader, keep_input))
+    writer = model._hook_points[written_hook(sae)]
+    writer.fns.insert(0, write)  # before any edit a caller attaches to the same hook
+    attached.append((writer, write))
+    model.spliced_modules[written_hook(sae)] = sae
     return Splice(model, sae, latents, error, attached)
 
 
