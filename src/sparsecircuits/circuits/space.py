@@ -26,6 +26,7 @@ from functools import cached_property
 
 import torch
 
+from sparsecircuits.circuits.latents import latent_layers, with_latents
 from sparsecircuits.circuits.masks import blend_hook
 from sparsecircuits.circuits.nodes import (
     PRE_TOPK_HOOKS,
@@ -97,7 +98,9 @@ class CircuitSpace:
             "topk_after_ablation": topk_after_ablation,
             "frozen_norm_scale": frozen_norm_scale,
         }
-        self.groups = node_groups(model.config, embedding_nodes)
+        # A spliced SAE or transcoder's latents replace its layer's neurons (circuits.latents).
+        self.latent_layers = latent_layers(model)
+        self.groups = with_latents(node_groups(model.config, embedding_nodes), self.latent_layers)
         self.device = next(model.parameters()).device
         # None: a space to read circuits in, not to run them (hooks() needs the values).
         self.replacements = {
@@ -122,6 +125,7 @@ class CircuitSpace:
             start += group.width
         self.size = start
         self.prompts_run = 0  # prompts run forward by margins(): the effort a prune spends
+        replaced = {entry.layer for entry in self.latent_layers}
         self.links = [
             Link(
                 self.group(layer, source_kind),
@@ -130,7 +134,15 @@ class CircuitSpace:
             )
             for layer, block in enumerate(model.blocks)
             for source_kind, target_kind, path in WEIGHTED_LINKS
+            if not (layer in replaced and "mlp_neuron" in (source_kind, target_kind))
         ]
+        for entry in self.latent_layers:
+            for source, target, weight in entry.links:
+                ends = [
+                    self.group(entry.layer, end) if isinstance(end, str) else end
+                    for end in (source, target)
+                ]
+                self.links.append(Link(ends[0], ends[1], weight))
 
     def group(self, layer: int, kind: str) -> NodeGroup:
         return self.by_key[(layer, kind)]
@@ -269,16 +281,21 @@ def replacement_values(
     config = run.model_config
     check_options(config, frozen_norm_scale)
     groups = node_groups(config, embedding_nodes)
+    # A spliced SAE's latents and error: means measured each time, never saved with the model.
+    latent_groups = [
+        group for entry in latent_layers(run.model) for group in (entry.latents, entry.error)
+    ]
     scales = norm_scale_groups(config) if frozen_norm_scale else []
     if not cached:
-        values = pretraining_means(run, groups=groups + scales)
+        values = pretraining_means(run, groups=groups + latent_groups + scales)
     else:
         values = load_or_compute_means(run) if ablation == "mean" else {}
         extra = [embedding_group(config)] if embedding_nodes and ablation == "mean" else []
+        extra += latent_groups if ablation == "mean" else []
         if extra + scales:
             values |= pretraining_means(run, groups=extra + scales)
     if ablation == "zero":
-        values |= {group.hook: torch.zeros(group.hook_width) for group in groups}
+        values |= {group.hook: torch.zeros(group.hook_width) for group in groups + latent_groups}
     return values
 
 
