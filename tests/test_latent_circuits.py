@@ -71,3 +71,35 @@ def test_a_circuit_without_latents_and_error_runs_the_layer_on_their_means():
     with torch.no_grad():
         expected = sae.decode(torch.tensor([1.0, 2.0, 3.0, 4.0])) + torch.linspace(-1, 1, 16)
     assert torch.allclose(cache["blocks.1.hook_mlp_out"], expected.expand(2, 4, 16), atol=1e-5)
+
+
+def test_prune_sae_finds_a_circuit_over_a_transcoders_latents(quote_run, tmp_path):
+    """The mechanics end to end: the circuit file's layer-1 nodes are latents and the error
+    node, never neurons, and it reads back (what the circuit holds is the model's business)."""
+    import json
+
+    from cli_runner import run_in_process
+    from sparsecircuits.circuits.circuit_file import read_circuit
+    from sparsecircuits.loading import load_run
+    from sparsecircuits.sae import SAEConfig, build_sae, save_sae
+
+    run = load_run(quote_run)
+    hooks = {"hook": "blocks.1.hook_mlp_in", "out_hook": "blocks.1.hook_mlp_out"}
+    torch.manual_seed(0)
+    width = run.model_config.d_model
+    sae = build_sae(
+        SAEConfig("topk", width, 64, k=8, d_out=width, model_sha256=run.weights_sha256, **hooks)
+    )
+    save_sae(sae, tmp_path / "transcoder")
+    circuit_file = tmp_path / "circuit.json"
+    arguments = ["prune", str(quote_run), "--task", "single_double_quote", "--target-loss", "0.3"]
+    arguments += ["--sae", str(tmp_path / "transcoder"), "--steps", "60", "--sweep", "1"]
+    result = run_in_process(*arguments, "--out", str(circuit_file), "--json")
+    assert result.returncode == 0, result.stderr
+    record = read_circuit(circuit_file)
+    assert record["sae"]["kind"] == "mlp_out_sae" and record["sae"]["layer"] == 1
+    kinds = {(node["layer"], node["kind"]) for node in record["nodes"]}
+    assert (1, "mlp_neuron") not in kinds
+    assert json.loads(result.stdout)["edges"] == len(record["edges"])
+    refused = run_in_process(*arguments, "--method", "eap")
+    assert refused.returncode != 0 and "--sae goes with --method prune" in refused.stderr

@@ -136,6 +136,17 @@ def channel_width(model: CircuitModel, kind: str) -> tuple[str, int]:
     return "d_model", model.d_model
 
 
+class CircuitSAE(BaseModel):
+    """The SAE or transcoder whose latents replace a layer's neurons (prune --sae)."""
+
+    model_config = ConfigDict(extra="allow")
+    folder: str
+    sha256: str
+    layer: NonNegativeInt
+    kind: Literal["mlp_sae", "mlp_out_sae"]
+    d_sae: PositiveInt
+
+
 class CircuitNode(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str
@@ -176,6 +187,7 @@ class CircuitFile(BaseModel):
     metrics: dict[str, Any] = {}
     prune_config: dict[str, Any] = {}
     sweep: list[Any] = []
+    sae: CircuitSAE | None = None
 
 
 NODE_KINDS = ("embed", *(kind for kind, _ in BLOCK_NODE_KINDS), "final_norm")
@@ -184,7 +196,7 @@ NODE_KINDS = ("embed", *(kind for kind, _ in BLOCK_NODE_KINDS), "final_norm")
 def check_nodes_and_edges(circuit: CircuitFile, source: Path | str) -> None:
     """Every node exists in the circuit's own model; every edge joins two of its nodes."""
     for number, node in enumerate(circuit.nodes):
-        problem = node_problem(node, circuit.model)
+        problem = node_problem(node, circuit.model, circuit.sae)
         if problem is not None:
             field, message = problem
             raise field_error(source, f"nodes[{number}].{field}", message)
@@ -196,8 +208,20 @@ def check_nodes_and_edges(circuit: CircuitFile, source: Path | str) -> None:
                 raise field_error(source, f"edges[{number}].{end}", message)
 
 
-def node_problem(node: CircuitNode, model: CircuitModel) -> tuple[str, str] | None:
-    """(field, what is wrong) when `node` cannot be a node of `model`, else None."""
+def node_problem(
+    node: CircuitNode, model: CircuitModel, sae: CircuitSAE | None = None
+) -> tuple[str, str] | None:
+    """(field, what is wrong) when `node` cannot be a node of `model` (with `sae`'s latents
+    in place of its layer's neurons), else None."""
+    latent_kinds = {} if sae is None else {sae.kind: sae.d_sae, f"{sae.kind}_error": 1}
+    if node.kind in latent_kinds:
+        if node.layer != sae.layer:
+            return "layer", f"{node.kind} nodes are at the SAE's layer {sae.layer}"
+        if node.index >= latent_kinds[node.kind]:
+            return "index", f"{node.index} is past the last {node.kind} node (sae.d_sae)"
+        return None
+    if sae is not None and node.kind == "mlp_neuron" and node.layer == sae.layer:
+        return "kind", f"layer {sae.layer}'s neurons are replaced by the SAE's latents"
     if node.kind not in NODE_KINDS:
         return "kind", f"expected one of {', '.join(NODE_KINDS)}, got {node.kind!r}"
     if node.kind == "final_norm" and node.layer != model.n_layer:
@@ -239,5 +263,10 @@ def circuit_on_model(record: dict, run: Run, space: CircuitSpace | None = None) 
     try:
         keep = space.keep_of([(node.layer, node.kind, node.index) for node in circuit.nodes])
     except (KeyError, IndexError):
+        if circuit.sae is not None and not run.spliced:
+            raise UserError(
+                f"the circuit's nodes are latents of the SAE at {circuit.sae.folder}: splice it "
+                "in (--sae)"
+            ) from None
         raise UserError(f"a circuit node does not exist in the model at {run.path}") from None
     return LoadedCircuit(keep, circuit.calibration.calibration(), record)

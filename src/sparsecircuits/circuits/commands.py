@@ -17,6 +17,7 @@ from sparsecircuits.cli_types import (
     SEED,
     TARGET_LOSS,
     OutputFile,
+    splice_options,
 )
 from sparsecircuits.errors import UserError
 from sparsecircuits.files import json_text
@@ -106,6 +107,11 @@ def log_to_stderr(message: str) -> None:
     show_default=True,
     help="eap: edge attribution patching, a fast first-order baseline (larger circuits).",
 )
+@splice_options(
+    "A transcoder (blocks.L.hook_mlp_in -> blocks.L.hook_mlp_out) or an SAE on "
+    "blocks.L.mlp.hook_post, spliced in: its latents and one error node replace layer L's "
+    "neurons as nodes."
+)
 @click.option("--device", **DEVICE_OPTION)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def prune(
@@ -123,6 +129,8 @@ def prune(
     strict: str | None,
     seed: int,
     method: str,
+    sae_folder: Path | None,
+    force: bool,
     device: str,
     as_json: bool,
 ) -> None:
@@ -139,7 +147,23 @@ def prune(
     from sparsecircuits.loading import load_run
 
     options = parse_strict(strict) if strict is not None else {}  # a typo before any loading
+    if sae_folder is not None and (method == "eap" or controls):
+        raise UserError("--sae goes with --method prune and without --controls (for now)")
     loaded = load_run(run, device)
+    spliced_sae = None
+    if sae_folder is not None:
+        from sparsecircuits.circuits.latents import latent_layers
+        from sparsecircuits.sae.splice import run_with_sae, sae_sha256
+
+        loaded, splice = run_with_sae(loaded, sae_folder, force)
+        (replaced,) = latent_layers(loaded.model)  # one line for an SAE that cannot replace
+        spliced_sae = {
+            "folder": str(sae_folder),
+            "sha256": sae_sha256(splice.sae),
+            "layer": replaced.layer,
+            "kind": replaced.latents.kind,
+            "d_sae": replaced.latents.width,
+        }
     splits = task_splits(loaded, task, pairs_file, seed)
     config = PruneConfig(
         target_loss=target_loss,
@@ -163,7 +187,10 @@ def prune(
 
         outcome.metrics["controls"] = pruned_controls(loaded, splits, config, log=log_to_stderr)
     if out is not None:
-        write_circuit(outcome_to_record(loaded, outcome), out)
+        record = outcome_to_record(loaded, outcome)
+        if spliced_sae is not None:
+            record["sae"] = spliced_sae  # the nodes are its latents: readers splice it too
+        write_circuit(record, out)
     metrics = outcome.metrics
     summary = {"task": splits.name, **{key: metrics[key] for key in SUMMARY_KEYS if key in metrics}}
     if strict_names(options):
