@@ -26,7 +26,7 @@ import torch
 from sparsecircuits.circuits.nodes import NodeGroup
 from sparsecircuits.errors import UserError
 from sparsecircuits.model import GPT
-from sparsecircuits.sae.splice import ERROR, LATENTS
+from sparsecircuits.sae.splice import ERROR, LATENTS, written_layer
 
 
 @dataclass(frozen=True)
@@ -51,15 +51,14 @@ def latent_layers(model: GPT) -> list[LatentLayer]:
 
 def describe(model: GPT, written: str, sae) -> LatentLayer:  # noqa: ANN001 (an SAE)
     config = sae.config
-    parts = written.split(".")
-    layer = int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit() else -1
-    mlp = model.blocks[layer].mlp if 0 <= layer < model.config.n_layer else None
+    layer = written_layer(sae)  # one line for a hook outside the blocks
+    mlp = model.blocks[layer].mlp
     transcoder = (config.hook, config.out_hook) == (
         f"blocks.{layer}.hook_mlp_in",
         f"blocks.{layer}.hook_mlp_out",
     )
     on_neurons = not config.is_transcoder and config.hook == f"blocks.{layer}.mlp.hook_post"
-    if mlp is None or not (transcoder or on_neurons):
+    if not (transcoder or on_neurons):
         raise UserError(
             f"a circuit over latents needs a transcoder from blocks.L.hook_mlp_in to "
             f"blocks.L.hook_mlp_out or an SAE on blocks.L.mlp.hook_post, not one writing {written}"
